@@ -1,0 +1,17 @@
+"""Subnet layers (straight-through top-k) and converters. Imports nothing from popcli but errors."""
+
+from .layers import (
+    NonAffineBatchNorm1d,
+    NonAffineBatchNorm2d,
+    SubnetConv2d,
+    SubnetLinear,
+    SubnetMixin,
+    is_subnet,
+)
+from .convert import densify, subnetify
+from .topk import global_topk_masks, kept_count, topk_mask
+
+__all__ = [
+    "NonAffineBatchNorm1d", "NonAffineBatchNorm2d", "SubnetConv2d", "SubnetLinear", "SubnetMixin",
+    "is_subnet", "densify", "subnetify", "global_topk_masks", "kept_count", "topk_mask",
+]

@@ -1,0 +1,153 @@
+"""Subnet layers: a frozen random weight, a trainable score, and a straight-through top-k mask.
+
+Forward uses ``w_eff = w * h(|s|)`` with ``h = 1`` on the top ``density`` fraction of |s| in the
+layer (see ``topk.topk_mask``). Backward is straight-through on the ranked quantity |s|:
+``grad_|s| = grad_{w_eff} * w``, hence ``grad_s = sign(s) * grad_{w_eff} * w`` (the reference
+code applies its estimator to ``scores.abs()``; without the sign, negative scores train the
+wrong way). ``w`` gets no gradient.
+The mask is recomputed every training forward (scores move) and cached in eval mode until the
+scores change. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
+Biases are not supported: edge-popup masks weights only, and the paper's models have none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .topk import topk_mask
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """w_eff = w * mask(|s|); d w_eff / d |s| := w (straight-through), so grad_s = sign(s) grad w."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, scores)
+        return torch.where(mask, weight, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_effective: torch.Tensor):
+        weight, scores = ctx.saved_tensors
+        grad_scores = grad_effective * weight
+        grad_scores.mul_(torch.sign(scores))
+        return None, grad_scores, None
+
+
+class SubnetMixin:
+    """Shared state of the subnet layers: ``scores``, ``density`` and the mask cache."""
+
+    weight: nn.Parameter
+    scores: nn.Parameter
+    density: float
+
+    def _init_subnet(self, density: float) -> None:
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        self.weight.requires_grad_(False)
+        self.scores = nn.Parameter(torch.empty_like(self.weight))
+        self.density = float(density)
+        self.mask_override: torch.Tensor | None = None  # set by global top-k before each forward
+        self._cached_mask: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+        nn.init.zeros_(self.scores)
+
+    def reset_parameters(self) -> None:
+        """Called by the torch constructor: zero weight, no global RNG. popcli's portable
+        generator fills the weight afterwards (models.init_weights)."""
+        nn.init.zeros_(self.weight)
+
+    def reset_scores(self, generator: torch.Generator | None = None) -> None:
+        """Scores ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
+        fan_in = self.weight[0].numel()
+        bound = 1.0 / math.sqrt(fan_in)
+        values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator)
+        with torch.no_grad():
+            self.scores.copy_(values)
+
+    def mask(self) -> torch.Tensor:
+        """Boolean keep-mask of the weight's shape (cached while in eval mode)."""
+        if self.mask_override is not None:
+            return self.mask_override
+        if self.training:
+            self._cached_mask = None
+            return topk_mask(self.scores, self.density)
+        key = (self.scores._version, self.scores.data_ptr(), self.scores.device, self.density)
+        if self._cached_mask is None or self._cache_key != key:
+            self._cached_mask = topk_mask(self.scores, self.density)
+            self._cache_key = key
+        return self._cached_mask
+
+    def effective_weight(self) -> torch.Tensor:
+        return _StraightThroughMask.apply(self.weight, self.scores, self.mask())
+
+    def extra_repr(self) -> str:  # shown by print(model)
+        return f"{super().extra_repr()}, density={self.density}"
+
+
+class SubnetConv2d(SubnetMixin, nn.Conv2d):
+    """Conv2d whose weight is frozen and masked by the top-k of a trainable score."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, density: float = 0.5, padding_mode: str = "zeros"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias=False, padding_mode=padding_mode)
+        self._init_subnet(density)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), None)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, density: float) -> "SubnetConv2d":
+        """Same geometry as ``conv`` (bias dropped), weight copied when ``conv`` has real data."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, density, conv.padding_mode)
+        if conv.weight.device.type != "meta":
+            layer.weight.data.copy_(conv.weight.data)
+        return layer
+
+    def to_conv(self) -> nn.Conv2d:
+        """A plain Conv2d holding ``w * mask``: the found subnetwork, baked."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, bias=False, padding_mode=self.padding_mode)
+        conv.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        return conv
+
+
+class SubnetLinear(SubnetMixin, nn.Linear):
+    """Linear whose weight is frozen and masked by the top-k of a trainable score."""
+
+    def __init__(self, in_features: int, out_features: int, density: float = 0.5):
+        super().__init__(in_features, out_features, bias=False)
+        self._init_subnet(density)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, density: float) -> "SubnetLinear":
+        layer = cls(linear.in_features, linear.out_features, density)
+        if linear.weight.device.type != "meta":
+            layer.weight.data.copy_(linear.weight.data)
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        linear = nn.Linear(self.in_features, self.out_features, bias=False)
+        linear.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        return linear
+
+
+def NonAffineBatchNorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
+    """BatchNorm2d without gamma/beta, as in the paper: only data-derived running stats."""
+    return nn.BatchNorm2d(num_features, affine=False, **kwargs)
+
+
+def NonAffineBatchNorm1d(num_features: int, **kwargs) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(num_features, affine=False, **kwargs)
+
+
+def is_subnet(module: nn.Module) -> bool:
+    return isinstance(module, SubnetMixin)

@@ -1,0 +1,236 @@
+"""The one owner of randomness in popcli.
+
+Two kinds of randomness live here:
+
+1. The *portable weight generator* (``generate_weight``): the frozen random weights of every
+   masked layer. An artifact stores only a seed, so these floats must come out bit for bit the
+   same on any machine, thread count, CPU instruction set and library version. The generator
+   is specified in docs/FORMAT.md ("The weight generator"):
+
+   - bits: Philox4x64-10 (Salmon et al. 2011), key = (seed, first 8 bytes of SHA-256(layer
+     name) read little-endian), block j computed at counter j + 1 (numpy's ``Philox`` with
+     counter 0 increments before its first block), words emitted v0, v1, v2, v3. numpy
+     guarantees this integer stream across versions; tests pin it against a pure-Python
+     reference and golden values.
+   - integer -> float: only IEEE-754 exactly rounded operations (+ - * / sqrt, frexp, float64
+     -> float32 rounding). No libm log/exp/cos, whose last bit differs between platforms: the
+     normal inverse CDF (Wichura's AS241) uses a logarithm written here from those operations.
+
+2. *Training randomness* (score init, data order, augmentation): ordinary ``torch.Generator``
+   objects derived from the seed and a stream name by ``torch_generator``. These need to be
+   reproducible on one machine (for resume), not across machines, and are never stored.
+
+Nothing here touches the global RNGs of torch, numpy or random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import PopcliError
+
+GENERATOR_NAME = "popcli-philox4x64-10"
+GENERATOR_VERSION = 1
+
+INITS = (
+    "kaiming_normal",
+    "signed_constant",
+    "scaled_kaiming_normal",
+    "scaled_signed_constant",
+    "kaiming_uniform",
+    "xavier_normal",
+)
+
+MAX_SEED = 2**63 - 1
+_CHUNK = 1 << 16  # elements per float transform step: keeps the float32 temporaries in cache
+
+
+# --------------------------------------------------------------------------- keys and streams
+
+
+def _name_word(name: str) -> int:
+    """First 8 bytes of SHA-256(name as UTF-8), little-endian: the second Philox key word."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PopcliError(f"seed must be an integer in [0, 2**63-1], got {seed!r}")
+    return seed
+
+
+def philox_key(seed: int, name: str) -> tuple[int, int]:
+    """The Philox4x64 key (k0, k1) of one layer's stream."""
+    return check_seed(seed), _name_word(name)
+
+
+def raw_words(seed: int, name: str, n_words: int) -> np.ndarray:
+    """The first ``n_words`` 64-bit outputs of the layer's Philox stream, shape [n_words] uint64."""
+    k0, k1 = philox_key(seed, name)
+    bits = np.random.Philox(key=np.array([k0, k1], dtype=np.uint64), counter=0)
+    return bits.random_raw(n_words).astype(np.uint64, copy=False)
+
+
+def uint32_stream(seed: int, name: str, n: int) -> np.ndarray:
+    """``n`` uint32 values: each 64-bit word split into its low half, then its high half."""
+    words = raw_words(seed, name, (n + 1) // 2)
+    return words.astype("<u8", copy=False).view("<u4")[:n]
+
+
+def derive_seed(seed: int, *stream: str | int) -> int:
+    """A 63-bit seed for one named stream (e.g. ``derive_seed(seed, "data", epoch)``)."""
+    text = "/".join([str(check_seed(seed)), *map(str, stream)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def torch_generator(seed: int, *stream: str | int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh torch.Generator for training randomness (not portable across machines)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derive_seed(seed, *stream))
+    return gen
+
+
+# --------------------------------------------------------------------------- exact math
+
+
+_F32 = np.float32
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """Natural log of positive float32 values from exactly rounded float32 operations only.
+
+    x = m * 2**e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(t), t = (m-1)/(m+1), |t| <= 0.1716,
+    summed as the odd series 2t(1 + t^2/3 + ... + t^12/13) (truncation < 1e-11 relative), plus
+    e * float32(ln 2). Not libm: the same bits everywhere.
+    """
+    m, e = np.frexp(x)  # exact: m in [0.5, 1)
+    small = m < _F32(0.70710677)
+    m = np.where(small, m * _F32(2.0), m)
+    e = (e - small).astype(np.float32)
+    t = (m - _F32(1.0)) / (m + _F32(1.0))
+    t2 = t * t
+    acc = np.full_like(t, _F32(1.0 / 13.0))
+    for k in (11, 9, 7, 5, 3, 1):
+        acc = acc * t2 + _F32(1.0 / k)
+    return e * _F32(0.6931472) + _F32(2.0) * t * acc
+
+
+# AS241 PPND7 (Wichura 1988; about 7 significant digits, float32 accuracy). Lowest power first.
+_A = tuple(map(_F32, (3.3871327179, 50.434271938, 159.29113202, 59.109374720)))
+_B = tuple(map(_F32, (1.0, 17.895169469, 78.757757664, 67.187563600)))
+_C = tuple(map(_F32, (1.4234372777, 2.7568153900, 1.3067284816, 0.17023821103)))
+_D = tuple(map(_F32, (1.0, 0.73700164250, 0.12021132975)))
+
+
+def _horner(coeffs: Sequence[np.float32], r: np.ndarray) -> np.ndarray:
+    acc = np.full_like(r, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        acc *= r
+        acc += c
+    return acc
+
+
+def normal_from_centered(q: np.ndarray) -> np.ndarray:
+    """Standard normal quantile of p = 0.5 + q, float32 q in (-0.5, 0.5) (AS241 PPND7).
+
+    Central region |q| <= 0.425: q * A(r) / B(r), r = 0.180625 - q^2. Tails: r = sqrt(-log(0.5-|q|))
+    - 1.6, value C(r) / D(r) with the sign of q. With 23-bit uniforms 0.5-|q| >= 2**-24, so
+    sqrt(-log) <= 4.08 and AS241's third region (r > 5) never occurs.
+    """
+    r = _F32(0.180625) - q * q
+    out = q * _horner(_A, r)
+    out /= _horner(_B, r)
+    tail = np.flatnonzero(np.abs(q) > _F32(0.425))
+    if tail.size:
+        qt = q[tail]
+        rt = np.sqrt(-_log(_F32(0.5) - np.abs(qt))) - _F32(1.6)
+        val = _horner(_C, rt) / _horner(_D, rt)
+        out[tail] = np.where(qt < 0, -val, val)
+    return out
+
+
+def centered_uniform(u32: np.ndarray) -> np.ndarray:
+    """uint32 x -> q = ((x >> 9) - 4194303.5) * 2**-23 in (-0.5, 0.5), float32, every step exact."""
+    q = (u32 >> 9).astype(np.float32)
+    q -= _F32(4194303.5)
+    q *= _F32(2.0**-23)
+    return q
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def fans(shape: Sequence[int]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a Linear [out, in] or Conv2d [out, in, kh, kw] weight."""
+    if len(shape) < 2:
+        raise PopcliError(f"weights need at least 2 dimensions, got shape {tuple(shape)}")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def weight_scale(init: str, shape: Sequence[int], density: float = 1.0) -> float:
+    """The float32 scale of an init: std (normal), constant (signed) or bound (uniform).
+
+    Computed in float64 in this order, then rounded once to float32:
+    kaiming_*: sqrt(2 / fan_in); scaled_*: sqrt(2 / (density * fan_in)) (the paper's 1/sqrt(k)
+    scaling); kaiming_uniform: sqrt(6 / fan_in); xavier_normal: sqrt(2 / (fan_in + fan_out)).
+    """
+    fan_in, fan_out = fans(shape)
+    if init in ("kaiming_normal", "signed_constant"):
+        scale = math.sqrt(2.0 / fan_in)
+    elif init in ("scaled_kaiming_normal", "scaled_signed_constant"):
+        if not 0.0 < density <= 1.0:
+            raise PopcliError(f"density must be in (0, 1] for {init}, got {density}")
+        scale = math.sqrt(2.0 / (density * fan_in))
+    elif init == "kaiming_uniform":
+        scale = math.sqrt(6.0 / fan_in)
+    elif init == "xavier_normal":
+        scale = math.sqrt(2.0 / (fan_in + fan_out))
+    else:
+        raise PopcliError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+    return float(np.float32(scale))
+
+
+def _signed(seed: int, name: str, n: int, scale: float) -> np.ndarray:
+    """One bit per weight: bit i is bit (i mod 64) of word i // 64; 1 -> +scale, 0 -> -scale."""
+    words = raw_words(seed, name, (n + 63) // 64)
+    bits = np.unpackbits(words.astype("<u8", copy=False).view(np.uint8), bitorder="little")[:n]
+    values = np.array([-scale, scale], dtype=np.float32)
+    return values[bits]
+
+
+def _from_uniform(seed: int, name: str, n: int, scale: float, normal: bool) -> np.ndarray:
+    """One uint32 per weight -> centered uniform q -> (normal quantile | 2q) * scale, all float32."""
+    u32 = uint32_stream(seed, name, n)
+    out = np.empty(n, dtype=np.float32)
+    for start in range(0, n, _CHUNK):
+        q = centered_uniform(u32[start:start + _CHUNK])
+        z = normal_from_centered(q) if normal else q * _F32(2.0)
+        out[start:start + _CHUNK] = z * _F32(scale)  # float32 product, exactly rounded
+    return out
+
+
+def generate_weight(seed: int, name: str, shape: Sequence[int], init: str, density: float = 1.0) -> torch.Tensor:
+    """The portable random weight of layer ``name``: float32 CPU tensor of ``shape``.
+
+    ``density`` matters only for the scaled_* inits. Bit-identical on every platform.
+    """
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape)
+    scale = weight_scale(init, shape, density)
+    if init.endswith("signed_constant"):
+        flat = _signed(seed, name, n, scale)
+    else:
+        flat = _from_uniform(seed, name, n, scale, normal=not init.endswith("uniform"))
+    return torch.from_numpy(flat).reshape(shape)
+
+
+def weight_sha256(weight: torch.Tensor) -> str:
+    """SHA-256 hex digest of a float32 weight's little-endian bytes in C order."""
+    array = weight.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(array.astype("<f4", copy=False).tobytes()).hexdigest()
