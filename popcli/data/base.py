@@ -1,0 +1,63 @@
+"""The data API shared by every dataset: ``DatasetInfo``, ``Splits`` and the ``Loader`` contract.
+
+A loader yields ``(x, y)`` batches: x float32 [B, C, H, W] already normalized, y int64 [B], both
+on the loader's device. ``batches(epoch, start_step)`` is a pure function of (seed, epoch, step):
+resuming at (epoch, start_step) reproduces exactly the batches an uninterrupted run would see.
+Building loaders lives in ``memory``, ``synthetic`` and ``folders``; this module only defines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from ..errors import DataError
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W) of one model input
+    num_classes: int
+    train_size: int
+    val_size: int
+    test_size: int
+    source: str  # the folder it was read from, or "synthetic"
+
+
+class Loader(ABC):
+    """Batches of one split. Train loaders shuffle and augment; eval loaders keep order."""
+
+    batch_size: int
+    num_samples: int
+    train: bool
+
+    def __len__(self) -> int:
+        """Batches per epoch: train drops a last partial batch if there is a full one."""
+        if self.train and self.num_samples >= self.batch_size:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(0)
+
+    @abstractmethod
+    def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start_step, ..., len(self) - 1`` of ``epoch`` (earlier ones are skipped, not computed)."""
+
+    def _check_position(self, epoch: int, start_step: int) -> None:
+        if epoch < 0 or start_step < 0:
+            raise DataError(f"batches(epoch={epoch}, start_step={start_step}): both must be >= 0; resume from a valid checkpoint")
+
+
+@dataclass
+class Splits:
+    train: Loader
+    val: Loader | None
+    test: Loader
+    info: DatasetInfo

@@ -1,0 +1,134 @@
+"""``load_data``: a DataConfig + seed -> train / val / test loaders and a DatasetInfo.
+
+Picks the reader (IDX, CIFAR batches, synthetic, ImageFolder), finds or downloads the folder
+(``resolve``), holds out ``val_fraction`` of train with a split drawn from
+``torch_generator(seed, "val_split")``, and builds the loaders with the dataset's normalization
+constants and standard augmentation (``data.augment`` forces it on or off).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..recipe import DataConfig
+from ..rng import torch_generator
+from .base import DATASETS, DatasetInfo, Splits
+from .folders import read_cifar_folder
+from .idx import read_mnist_folder
+from .memory import Augment, TensorLoader
+from .resolve import find_dataset, not_found, user_cache
+from .synthetic import make_synthetic
+
+# Per-channel (mean, std) of the training pixels in [0, 1]; synthetic data is already standardized.
+STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+# (default augmentation, what augment=true means); CIFAR: crop 32 with padding 4 + flip.
+AUGMENTS = {
+    "fashion-mnist": (Augment(), Augment(pad=2)),
+    "mnist": (Augment(), Augment(pad=2)),
+    "cifar10": (Augment(pad=4, flip=True), Augment(pad=4, flip=True)),
+    "cifar100": (Augment(pad=4, flip=True), Augment(pad=4, flip=True)),
+    "synthetic": (Augment(), Augment(pad=2)),
+}
+_TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+def _download(name: str) -> None:
+    """Let torchvision fetch ``name`` into the user cache (its own layout, found by ``resolve``)."""
+    import torchvision.datasets
+
+    root = user_cache()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(torchvision.datasets, _TORCHVISION[name])(str(root), train=True, download=True)
+        getattr(torchvision.datasets, _TORCHVISION[name])(str(root), train=False, download=True)
+    except Exception as err:  # network, disk, checksum: all end as one actionable line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise DataError(f"downloading {name} into {root} failed ({first}); check the network, or pass --data-dir DIR with the files") from None
+
+
+def locate(cfg: DataConfig) -> Path:
+    """The dataset folder: found locally, else downloaded when ``data.download`` allows, else DataError."""
+    folder = find_dataset(cfg.dataset, cfg.data_dir)
+    if folder is None and cfg.download and cfg.dataset != "imagenet":
+        _download(cfg.dataset)
+        folder = find_dataset(cfg.dataset, cfg.data_dir)
+    if folder is None:
+        raise not_found(cfg.dataset, cfg.data_dir)
+    return folder
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(train indices, val indices or None), both sorted; val is round(n * fraction) samples (>= 1)."""
+    if fraction <= 0:
+        return torch.arange(n), None
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise DataError(f"data.val_fraction={fraction} leaves no training samples out of {n}; lower data.val_fraction")
+    perm = torch.randperm(n, generator=torch_generator(seed, "val_split"))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _read(cfg: DataConfig, seed: int) -> tuple[tuple[torch.Tensor, ...], str, int]:
+    """((train_x, train_y, test_x, test_y), source, num_classes) of an in-memory dataset."""
+    if cfg.dataset == "synthetic":
+        shape = tuple(int(s) for s in cfg.shape)
+        arrays = make_synthetic(seed, shape, cfg.num_classes, cfg.train_size, cfg.test_size)
+        return arrays, "synthetic", cfg.num_classes
+    folder = locate(cfg)
+    if cfg.dataset in ("fashion-mnist", "mnist"):
+        return read_mnist_folder(folder, NUM_CLASSES[cfg.dataset]), str(folder), NUM_CLASSES[cfg.dataset]
+    return read_cifar_folder(cfg.dataset, folder), str(folder), NUM_CLASSES[cfg.dataset]
+
+
+def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
+    (train_x, train_y, test_x, test_y), source, num_classes = _read(cfg, seed)
+    channels = train_x.shape[1]
+    mean, std = STATS.get(cfg.dataset, ((0.0,) * channels, (1.0,) * channels))
+    default, forced = AUGMENTS[cfg.dataset]
+    augment = default if cfg.augment is None else (forced if cfg.augment else Augment())
+    train_idx, val_idx = split_indices(train_x.shape[0], cfg.val_fraction, seed)
+    val = None
+    if val_idx is not None:
+        val = TensorLoader(train_x[val_idx], train_y[val_idx], cfg.eval_batch_size, mean, std, train=False, seed=seed, device=device)
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    train = TensorLoader(train_x, train_y, cfg.batch_size, mean, std, train=True, seed=seed, augment=augment, device=device)
+    test = TensorLoader(test_x, test_y, cfg.eval_batch_size, mean, std, train=False, seed=seed, device=device)
+    info = DatasetInfo(cfg.dataset, tuple(train_x.shape[1:]), num_classes, train.num_samples,
+                       val.num_samples if val else 0, test.num_samples, source)
+    return Splits(train, val, test, info)
+
+
+def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
+    from .imagenet import ImageFolderLoader, image_folder  # torchvision import only when needed
+
+    folder = locate(cfg)
+    train_set, test_set = image_folder(folder / "train"), image_folder(folder / "val")
+    if train_set.classes != test_set.classes:
+        raise DataError(f"{folder}: train/ has {len(train_set.classes)} classes but val/ has {len(test_set.classes)} (or different names); make their class folders match")
+    train_idx, val_idx = split_indices(len(train_set), cfg.val_fraction, seed)
+    augment = cfg.augment is not False
+    common = dict(seed=seed, image_size=cfg.image_size, workers=cfg.workers, device=device)
+    train = ImageFolderLoader(train_set, train_idx.tolist(), cfg.batch_size, train=True, augment=augment, **common)
+    val = None if val_idx is None else ImageFolderLoader(train_set, val_idx.tolist(), cfg.eval_batch_size, train=False, augment=False, **common)
+    test = ImageFolderLoader(test_set, list(range(len(test_set))), cfg.eval_batch_size, train=False, augment=False, **common)
+    info = DatasetInfo("imagenet", (3, cfg.image_size, cfg.image_size), len(train_set.classes), train.num_samples,
+                       val.num_samples if val else 0, test.num_samples, str(folder))
+    return Splits(train, val, test, info)
+
+
+def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Splits:
+    """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``."""
+    if cfg.dataset not in DATASETS:
+        raise DataError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
+    if cfg.dataset == "imagenet":
+        return _imagenet(cfg, seed, device)
+    return _in_memory(cfg, seed, device)

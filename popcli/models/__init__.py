@@ -1,0 +1,161 @@
+"""Models: the registry, building a model for a recipe, and the portable weight init.
+
+``build_model`` = registry builder (with the method's layer factories) -> dense first/last
+layers -> portable weights and scores (``init_weights``) -> optional global top-k. Qualified
+layer names (``named_modules``) key the weight generator, so the same recipe builds
+bit-identical weights anywhere. Nothing here touches the global RNGs: weights come from
+``rng.generate_weight`` and scores from per-layer ``rng.torch_generator`` streams.
+Training, data and artifacts live elsewhere (search.py, artifact.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .. import rng
+from ..errors import ModelError
+from ..nn import SubnetMixin, densify, global_topk_masks
+from ..recipe import ModelConfig, SearchConfig
+from . import paper, resnet, tv  # noqa: F401  (importing registers the models)
+from .layers import layer_factories
+from .registry import get_model_builder, list_models, register_model
+
+
+def masked_layers(model: nn.Module) -> list[tuple[str, SubnetMixin]]:
+    """The subnet layers (SubnetConv2d / SubnetLinear), in ``named_modules`` order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SubnetMixin)]
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d / Linear (subnet or plain), in ``named_modules`` order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def init_weights(model: nn.Module, seed: int, init: str, density: float) -> None:
+    """Every Conv2d/Linear weight := ``rng.generate_weight(seed, name, shape, init, density)``;
+    subnet scores := ``reset_scores`` from the ``("scores", name)`` stream of ``seed``."""
+    for name, layer in weight_layers(model):
+        weight = rng.generate_weight(seed, name, layer.weight.shape, init, density)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+        if isinstance(layer, SubnetMixin):
+            layer.reset_scores(rng.torch_generator(seed, "scores", name))
+
+
+def regenerate_weights(model: nn.Module, seed: int, init: str, density: float) -> dict[str, torch.Tensor]:
+    """Fresh portable weights of the subnet layers {name: float32 CPU tensor}: what an artifact
+    regenerates from its seed. Plain (dense) layers train their weights and are not included."""
+    return {name: rng.generate_weight(seed, name, layer.weight.shape, init, density)
+            for name, layer in masked_layers(model)}
+
+
+@torch.no_grad()
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(params_total, params_kept) over the weights of all Conv2d/Linear layers: a subnet layer
+    keeps its mask count, a plain (dense) layer all of its weights. Biases and BN statistics are
+    not counted. For a pure edge-popup model this is exactly the subnet layers' weights."""
+    refresh_global_masks(model)
+    total = kept = 0
+    for _, layer in weight_layers(model):
+        total += layer.weight.numel()
+        kept += int(layer.mask().sum()) if isinstance(layer, SubnetMixin) else layer.weight.numel()
+    return total, kept
+
+
+# --------------------------------------------------------------------------- global top-k
+
+
+class GlobalTopK:
+    """Forward pre-hook on the root: one top-k of |scores| across all subnet layers.
+
+    Sets every subnet layer's ``mask_override`` to its share of the global mask. In training
+    mode it recomputes before every forward (scores move each step); in eval mode it recomputes
+    only when some layer's scores changed (version counter, storage or device), so repeated
+    evaluation reuses the masks.
+    """
+
+    def __init__(self, density: float):
+        self.density = float(density)
+        self._key: tuple | None = None
+
+    def refresh(self, model: nn.Module, *, force: bool) -> None:
+        layers = [layer for _, layer in masked_layers(model)]
+        if not layers:
+            return
+        key = tuple((layer.scores._version, layer.scores.data_ptr(), layer.scores.device) for layer in layers)
+        if not force and key == self._key:
+            return
+        for layer, mask in zip(layers, global_topk_masks([layer.scores for layer in layers], self.density)):
+            layer.mask_override = mask
+        self._key = key
+
+    def __call__(self, model: nn.Module, args) -> None:
+        self.refresh(model, force=model.training)
+
+
+def enable_global_topk(model: nn.Module, density: float) -> GlobalTopK:
+    """Rank all subnet layers of ``model`` together from now on (see GlobalTopK)."""
+    if getattr(model, "_popcli_global_topk", None) is not None:
+        raise ModelError("global top-k is already enabled on this model")
+    hook = GlobalTopK(density)
+    model.register_forward_pre_hook(hook)
+    model._popcli_global_topk = hook  # a plain attribute: not in state_dict
+    hook.refresh(model, force=True)
+    return hook
+
+
+def refresh_global_masks(model: nn.Module) -> bool:
+    """Bring the global masks up to date with the current scores (e.g. after an optimizer step,
+    before reading ``layer.mask()`` for an artifact). False when global top-k is not enabled."""
+    hook = getattr(model, "_popcli_global_topk", None)
+    if hook is None:
+        return False
+    hook.refresh(model, force=False)
+    return True
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _keep_dense(model: nn.Module, first: bool, last: bool) -> nn.Module:
+    """Replace the first / last Conv2d-or-Linear (``named_modules`` order) by a plain layer."""
+    layers = weight_layers(model)
+    chosen = ([layers[0]] if first and layers else []) + ([layers[-1]] if last and layers else [])
+    for name, layer in chosen:
+        if not isinstance(layer, SubnetMixin):
+            continue
+        if name == "":  # the whole model is one layer
+            model = densify(layer)
+        else:
+            model.set_submodule(name, densify(layer))
+    return model
+
+
+def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
+                num_classes: int, seed: int) -> nn.Module:
+    """The recipe's model with its portable random weights, ready to search (CPU, train mode).
+
+    method "edge-popup": subnet layers at ``search_cfg.density`` (weights drawn with that density,
+    which the scaled_* inits use); "dense": the same architecture with plain trainable bias-free
+    layers (weights drawn with density 1: a dense baseline keeps everything).
+    """
+    if search_cfg.method not in ("edge-popup", "dense"):
+        raise ModelError(f"unknown search.method {search_cfg.method!r}; use 'edge-popup' or 'dense'")
+    popup = search_cfg.method == "edge-popup"
+    if popup and not 0.0 < search_cfg.density <= 1.0:
+        raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
+    density = search_cfg.density if popup else None
+    builder = get_model_builder(model_cfg.arch)
+    model = builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=model_cfg.width,
+                    hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm, **layer_factories(density))
+    model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
+    init_weights(model, seed, model_cfg.init, search_cfg.density if popup else 1.0)
+    if popup and search_cfg.global_topk:
+        enable_global_topk(model, search_cfg.density)
+    return model.train()
+
+
+__all__ = ["GlobalTopK", "build_model", "count_params", "enable_global_topk", "get_model_builder", "init_weights",
+           "layer_factories", "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights",
+           "register_model", "weight_layers"]

@@ -1,0 +1,62 @@
+"""A small explicit model registry, in the style of torchvision's.
+
+Builder contract. Every registered builder is called with keyword arguments only:
+
+    builder(*, in_channels: int, image_size: int, num_classes: int, width: float,
+            hidden: list[int], batchnorm: bool,
+            conv_layer, linear_layer, norm_layer, density: float | None) -> nn.Module
+
+- ``in_channels``, ``image_size`` (square images, H = W) and ``num_classes`` follow the dataset.
+- ``width`` multiplies channel / unit counts (not the output layer); ``hidden`` is the fc MLP's
+  hidden sizes; ``batchnorm`` asks fc/convN for BN after hidden layers. Builders ignore the
+  arguments that do not apply to them and raise ModelError for values they cannot honour.
+- ``conv_layer(in, out, kernel_size, stride=1, padding=0)`` and ``linear_layer(in, out)`` build
+  the weight layers: SubnetConv2d/SubnetLinear at the method's density for edge-popup, plain
+  bias-free trainable Conv2d/Linear for the dense baseline. ``norm_layer(num_features)`` builds
+  a 2-d batch norm (non-affine); MLP layers use ``NonAffineBatchNorm1d`` built in the builder.
+- ``density`` is the density the factories were made with, or None for the dense baseline. It
+  is redundant for builders that use the factories; builders that convert a foreign definition
+  they cannot pass factories into (torchvision) use ``subnetify(model, density)`` when it is a
+  number, and plain layers when it is None. ``layers.layer_factories(density)`` makes all four.
+
+Builders draw no random numbers: weights start at zero and scores at zero;
+``popcli.models.init_weights`` fills both from the seed afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import ModelError
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[Builder, str]] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
+    """Decorator: register the builder as ``name`` with a one-line ``description``."""
+    if name in _REGISTRY:  # checked at decoration time, so a clash fails at import
+        raise ModelError(f"model {name!r} is already registered; registered: {', '.join(sorted(_REGISTRY))}")
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ModelError(f"model {name!r} is already registered; registered: {', '.join(sorted(_REGISTRY))}")
+        _REGISTRY[name] = (builder, description)
+        return builder
+
+    return decorate
+
+
+def list_models() -> dict[str, str]:
+    """{name: one-line description}, sorted by name."""
+    return {name: _REGISTRY[name][1] for name in sorted(_REGISTRY)}
+
+
+def get_model_builder(name: str) -> Builder:
+    """The builder registered as ``name``; an unknown name is a ModelError listing the valid ones."""
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; choose model.arch from: {', '.join(sorted(_REGISTRY))} "
+                         f"(`popcli models` lists them)")
+    return _REGISTRY[name][0]
