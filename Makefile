@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine:  make demo  (install + search on Fashion-MNIST)
+#                                        make test  (install + data + the test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+FMNIST  = /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test install data bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision pinned to the releases on this machine's wheel store (a pip constraint caps them)
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST from Debian when apt-get is usable; otherwise say how to get it.
+data:
+	@if [ -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ] || [ -n "$$POPCLI_DATA" ]; then \
+	  echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null && echo "Fashion-MNIST: installed to $(FMNIST)"; \
+	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+	  echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist, set POPCLI_DATA to a folder with its IDX files,"; \
+	  echo "or run searches with --set data.download=true to let torchvision download it."; exit 1; \
+	fi
+
+demo: install data
+	$(VENV)/bin/popcli search --force
+
+test: install data
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/step_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,42 @@
+"""Optimizers and learning-rate schedules for the search.
+
+The schedule is a pure function of the global step (no scheduler state to checkpoint), so a
+resumed run sets exactly the learning rates an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .recipe import SearchConfig
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What the search optimizes: scores (edge-popup), weights of dense layers, nothing frozen."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: SearchConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def learning_rate(cfg: SearchConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """LR at 0-based ``step``: linear warm-up to cfg.lr, then cosine to 0 (or constant)."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,287 @@
+"""The search: train scores (edge-popup) or weights (dense) and report what was found.
+
+``search(recipe, run_dir)`` is the whole job: data -> model -> epochs of ``train_steps`` ->
+``evaluate`` -> checkpoints and metrics in ``run_dir`` -> a summary dict. It never prints: the
+caller passes ``on_event(kind, info)`` to render progress and ``should_stop()`` to request a
+clean stop (Ctrl-C), which checkpoints and raises ``SearchInterrupted``.
+
+Resume is exact on CPU: data order and augmentation are functions of (seed, epoch, step), the
+learning rate a function of the global step, and a checkpoint holds the model, optimizer and the
+partial epoch's running sums, so a resumed run ends in the same state as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from . import checkpoint as ckpt
+from .data import Loader, Splits, load_data
+from .errors import PopcliError, RunError, TrainingDiverged
+from .models import build_model, count_params, regenerate_weights
+from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
+from .recipe import Recipe, dump, from_dict
+from .runtime import Runtime, make_runtime
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+WARMUP_STEPS = 3  # steps left out of step_time_ms (allocator and kernel warm-up)
+RESUMABLE_KEYS = ("epochs", "max_steps")  # search keys a resume may change (to extend a run)
+
+
+class SearchInterrupted(PopcliError):
+    """The user asked to stop; a checkpoint was written."""
+
+    exit_code = 130
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # current epoch (0-based)
+    step_in_epoch: int = 0  # next step to run inside ``epoch``
+    global_step: int = 0  # training steps done in total
+    loss_sum: float = 0.0  # running sums of the current epoch (sample-weighted)
+    correct: int = 0
+    seen: int = 0
+    best_acc: float = -1.0
+    step_times: list[float] = field(default_factory=list)  # seconds, this session only
+
+
+@dataclass
+class Job:
+    recipe: Recipe
+    run_dir: Path
+    runtime: Runtime
+    splits: Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    total_steps: int
+    on_event: EventHandler
+    should_stop: Callable[[], bool]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = None) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (fraction) of ``model`` over ``loader``."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in loader.batches():
+        with runtime.autocast() if runtime else torch.autocast("cpu", enabled=False):
+            logits = model(x)
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        seen += y.numel()
+    model.train(was_training)
+    return {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train_step(job: Job, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns (summed loss, correct count) as tensors (no sync)."""
+    cfg = job.recipe.search
+    with job.runtime.autocast():
+        logits = job.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    job.optimizer.zero_grad(set_to_none=True)
+    if job.scaler is not None:
+        job.scaler.scale(loss).backward()
+        job.scaler.step(job.optimizer)
+        job.scaler.update()
+    else:
+        loss.backward()
+        job.optimizer.step()
+    return loss.detach() * y.numel(), (logits.detach().argmax(1) == y).sum()
+
+
+def _check_finite(loss_sum: float, prog: Progress, cfg_lr: float) -> None:
+    if not math.isfinite(loss_sum):
+        raise TrainingDiverged(f"loss became {loss_sum} at epoch {prog.epoch + 1}, step {prog.global_step}; "
+                               f"lower search.lr (now {cfg_lr}) or check the data; last good checkpoint kept")
+
+
+def _run_epoch(job: Job, prog: Progress) -> bool:
+    """Train from ``prog``'s position to the end of the epoch (or a stop). True if the epoch ended."""
+    cfg, train = job.recipe.search, job.splits.train
+    steps = len(train)
+    job.model.train()
+    for x, y in train.batches(prog.epoch, prog.step_in_epoch):
+        if prog.global_step >= job.total_steps:
+            return False
+        start = time.perf_counter()
+        set_learning_rate(job.optimizer, learning_rate(cfg, prog.global_step, job.total_steps, steps))
+        loss_sum, correct = _train_step(job, x, y)
+        loss_value = float(loss_sum)  # syncs; needed every step for the NaN check and progress
+        _check_finite(loss_value, prog, cfg.lr)
+        prog.step_times.append(time.perf_counter() - start)
+        prog.loss_sum += loss_value
+        prog.correct += int(correct)
+        prog.seen += y.numel()
+        prog.global_step += 1
+        prog.step_in_epoch += 1
+        job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
+                              "loss": loss_value / y.numel(), "acc": prog.correct / prog.seen,
+                              "images_per_s": y.numel() / prog.step_times[-1]})
+        if job.should_stop():
+            _save(job, prog, "last.pt")
+            raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
+                                    f"Resume with: popcli search --resume --out {job.run_dir}")
+    return prog.step_in_epoch >= steps
+
+
+def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> dict[str, Any]:
+    """Evaluate, log one metrics line, write last.pt / best.pt; a complete epoch advances ``prog``.
+
+    An incomplete one (search.max_steps hit mid-epoch) keeps its position so a resume that
+    raises max_steps continues the same epoch.
+    """
+    record: dict[str, Any] = {
+        "epoch": prog.epoch + 1, "step": prog.global_step, "complete": complete,
+        "lr": job.optimizer.param_groups[0]["lr"],
+        "train_loss": prog.loss_sum / max(1, prog.seen), "train_acc": prog.correct / max(1, prog.seen),
+    }
+    if job.splits.val is not None:
+        record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime)["acc"]
+    test = evaluate(job.model, job.splits.test, job.runtime)
+    record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
+    ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
+    if complete:
+        prog.epoch, prog.step_in_epoch = prog.epoch + 1, 0
+        prog.loss_sum, prog.correct, prog.seen = 0.0, 0, 0
+    selection = record.get("val_acc", record["test_acc"])
+    _save(job, prog, "last.pt")
+    if selection > prog.best_acc:
+        prog.best_acc = selection
+        _save(job, prog, "best.pt")
+    job.on_event("epoch", record)
+    return record
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save(job: Job, prog: Progress, name: str) -> None:
+    state = {
+        "model": job.model.state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+        "scaler": job.scaler.state_dict() if job.scaler is not None else {},
+        "progress": {k: v for k, v in vars(prog).items() if k != "step_times"},
+        "recipe": job.recipe.to_dict(),
+        "popcli_version": __version__,
+    }
+    ckpt.save_checkpoint(job.run_dir / name, state)
+    job.on_event("checkpoint", {"path": str(job.run_dir / name)})
+
+
+def _restore(job: Job, prog: Progress) -> None:
+    state = ckpt.load_checkpoint(job.run_dir / "last.pt", map_location=job.runtime.device)
+    saved = from_dict(state["recipe"])
+    for section in ("seed", "model", "data", "search"):
+        a, b = getattr(saved, section), getattr(job.recipe, section)
+        if section == "search":
+            a, b = ({k: v for k, v in vars(s).items() if k not in RESUMABLE_KEYS} for s in (a, b))
+        if a != b:
+            raise RunError(f"the recipe differs from the checkpoint's in {section!r}; only search.epochs and "
+                           "search.max_steps may change on --resume")
+    try:
+        job.model.load_state_dict(state["model"])
+        job.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise RunError(f"last.pt does not match this model ({str(err).splitlines()[0]}); start over with --force") from None
+    if job.scaler is not None and state.get("scaler"):
+        job.scaler.load_state_dict(state["scaler"])
+    for key, value in state["progress"].items():
+        setattr(prog, key, value)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool]) -> Job:
+    cfg = recipe.search
+    runtime = make_runtime(cfg.device, cfg.amp, cfg.threads)
+    splits = load_data(recipe.data, recipe.seed, runtime.device)
+    channels, height, _ = splits.info.shape
+    model = build_model(recipe.model, cfg, in_channels=channels, image_size=height,
+                        num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    params = trainable_parameters(model)
+    if not params:
+        raise PopcliError("nothing to train: the model has no scores or trainable weights")
+    total = cfg.epochs * len(splits.train)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps) if cfg.epochs else cfg.max_steps
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+    return Job(recipe, run_dir, runtime, splits, model, make_optimizer(params, cfg), scaler, total, on_event, should_stop)
+
+
+def _verify_weights(job: Job) -> bool:
+    """Edge-popup's promise: every masked weight still equals a fresh regeneration, bit for bit."""
+    if job.recipe.search.method != "edge-popup":
+        return False
+    fresh = regenerate_weights(job.model, job.recipe.seed, job.recipe.model.init, job.recipe.search.density)
+    modules = dict(job.model.named_modules())
+    for name, weight in fresh.items():
+        if not torch.equal(modules[name].weight.detach().cpu(), weight):
+            raise RunError(f"weight of layer {name!r} changed during the search; this is a popcli bug, please report it")
+    return True
+
+
+def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    recipe, info = job.recipe, job.splits.info
+    total, kept = count_params(job.model)
+    timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
+    step_s = statistics.median(timed) if timed else float("nan")
+    return {
+        "test_acc": final["test_acc"], "test_loss": final["test_loss"], "val_acc": final.get("val_acc"),
+        "params_total": total, "params_kept": kept, "density": recipe.search.density,
+        "kept_fraction": kept / total if total else 1.0,
+        "seed": recipe.seed, "method": recipe.search.method, "arch": recipe.model.arch,
+        "init": recipe.model.init, "dataset": info.name, "epochs": prog.global_step / max(1, len(job.splits.train)),
+        "steps": prog.global_step,
+        "step_time_ms": step_s * 1e3, "images_per_s": recipe.data.batch_size / step_s,
+        "wall_s": wall_s, "device": job.runtime.describe(), "weights_verified": _verify_weights(job),
+        "run_dir": str(job.run_dir), "popcli_version": __version__,
+    }
+
+
+def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+           on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    ckpt.prepare_run_dir(run_dir, resume=resume, force=force)
+    job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+    prog = Progress()
+    if resume:
+        _restore(job, prog)
+    ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
+    job.on_event("start", {"total_steps": job.total_steps, "step": prog.global_step, "steps_per_epoch": len(job.splits.train),
+                           "epochs": recipe.search.epochs, "device": job.runtime.describe(), "data": job.splits.info})
+    final: dict[str, Any] | None = None
+    while prog.global_step < job.total_steps:
+        epoch_start = time.perf_counter()
+        ended = _run_epoch(job, prog)
+        if ended or prog.global_step >= job.total_steps:
+            final = _end_epoch(job, prog, epoch_start, complete=ended)
+    if final is None:  # resumed a finished run, or zero steps: evaluate what is there
+        final = {"test_acc": evaluate(job.model, job.splits.test, job.runtime)["acc"], "test_loss": None}
+    summary = _summary(job, prog, final, time.perf_counter() - started)
+    ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    job.on_event("done", summary)
+    return summary

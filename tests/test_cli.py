@@ -1,0 +1,78 @@
+"""The CLI end to end: real subprocesses, exit codes, one-line errors, --json."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SYNTH = ["--set", "data.dataset=synthetic", "--set", "data.shape=[1,8,8]", "--set", "data.num_classes=4",
+         "--set", "data.train_size=256", "--set", "data.test_size=128", "--set", "data.batch_size=32",
+         "--set", "model.hidden=[32]", "--set", "search.lr=0.05"]
+
+
+def popcli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "popcli", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def test_help_and_version():
+    result = popcli("--help")
+    assert result.returncode == 0 and "search" in result.stdout and "models" in result.stdout
+    assert popcli("search", "--help").returncode == 0
+    assert popcli("--version").stdout.startswith("popcli ")
+
+
+def test_models_lists_registry():
+    result = popcli("models", "--json")
+    names = json.loads(result.stdout)
+    assert {"fc", "conv2", "conv4", "conv6", "conv8", "resnet18", "resnet50"} <= set(names)
+
+
+def test_search_json_end_to_end(tmp_path):
+    result = popcli("search", *SYNTH, "--set", "search.epochs=2", "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for key in ("test_acc", "params_total", "params_kept", "density", "seed", "method", "arch", "epochs", "steps",
+                "step_time_ms", "images_per_s", "wall_s", "run_dir"):
+        assert key in summary, key
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["steps"] == 16
+    again = popcli("search", *SYNTH, "--out", str(tmp_path / "run"))
+    assert again.returncode != 0 and "--force" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--set", "search.lr=abc"], "search.lr"),
+    (["--set", "model.arch=nope"], "nope"),
+    (["--set", "data.dataset=fashion-mnist", "--set", "data.data_dir=/nonexistent"], "/nonexistent"),
+    (["missing-recipe.yaml"], "not found"),
+    (["--device", "cuda:7"], "cuda"),
+])
+def test_bad_input_one_line_error(tmp_path, args, fragment):
+    env = {**os.environ, "POPCLI_DATA": str(tmp_path / "none"), "XDG_CACHE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "popcli", "search", *SYNTH[:0], *args, "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ctrl_c_checkpoints_and_resume(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "popcli", "search", *SYNTH, "--set", "search.epochs=400", "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline:  # wait for the first epoch's checkpoint
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    from popcli.checkpoint import load_checkpoint
+
+    stopped = load_checkpoint(run / "last.pt")["progress"]["global_step"]
+    result = popcli("search", "--resume", "--out", str(run), "--set", f"search.max_steps={stopped + 8}", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"] == stopped + 8
