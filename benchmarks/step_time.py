@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 from popcli import recipe as recipes
 from popcli.models import build_model
+from popcli.nn import cpu_kernels
 from popcli.optim import make_optimizer, trainable_parameters
+from popcli.runtime import keep_freed_memory
 
 CASES = {
     # name: (recipe overrides, input shape [C, H, W], target ratio)
@@ -75,12 +77,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="leave glibc's malloc as it is (popcli search keeps freed memory, see runtime.keep_freed_memory)")
     args = parser.parse_args()
+    tuned = False if args.glibc_default else keep_freed_memory()
+    setup = {"cpu_kernels": cpu_kernels.status(), "glibc_keeps_freed_memory": tuned, "torch": torch.__version__}
+    if not args.json:
+        print(f"{setup['cpu_kernels']}; glibc keeps freed memory: {tuned}; torch {torch.__version__}", flush=True)
     results = []
     for case in args.case or ["conv4", "fc"]:
         batch = args.batch or (8 if case == "resnet50" else 128)
         rounds, steps = (args.rounds, args.steps) if case != "resnet50" else (max(3, args.rounds // 3), 1)
-        results.append(measure(case, batch, rounds, steps))
+        results.append({**measure(case, batch, rounds, steps), **setup})
         r = results[-1]
         if not args.json:
             verdict = "ok" if r["ratio"] <= r["target"] else "OVER TARGET"

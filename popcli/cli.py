@@ -128,8 +128,11 @@ def search(
 ) -> None:
     """Search a subnetwork: train one score per frozen random weight, keep the top-k per layer."""
     from . import recipe as recipes
-    from .search import search as run_search
     from .progress import SearchDisplay
+    from .runtime import keep_freed_memory
+    from .search import search as run_search
+
+    keep_freed_memory()  # steadier, faster CPU steps; process-wide, so the CLI decides
 
     if device:
         overrides = [*overrides, f"search.device={device}"]

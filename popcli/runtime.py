@@ -62,3 +62,31 @@ def make_runtime(device_name: str = "auto", amp: bool = True, threads: int | Non
     if amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return Runtime(device, amp_dtype)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper limit on 64-bit
+_TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse instead of unmapping them.
+
+    By default glibc serves large blocks with mmap and returns them to the OS on free, so a
+    training step that allocates the same tensors again pays page faults for every one of them
+    (tens of percent of a small CPU step, varying run to run). This is a process-wide setting,
+    so only applications call it (the CLI and the benchmarks), never the library. Returns
+    whether it took effect (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False

@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import PopcliError, RunError, TrainingDiverged
 from .models import build_model, count_params, regenerate_weights
+from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
 from .recipe import Recipe, dump, from_dict
 from .runtime import Runtime, make_runtime
@@ -256,6 +257,7 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
         "steps": prog.global_step,
         "step_time_ms": step_s * 1e3, "images_per_s": recipe.data.batch_size / step_s,
         "wall_s": wall_s, "device": job.runtime.describe(), "weights_verified": _verify_weights(job),
+        "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
         "run_dir": str(job.run_dir), "popcli_version": __version__,
     }
 
