@@ -15,6 +15,8 @@ Two kinds of randomness live here:
    - integer -> float: only IEEE-754 exactly rounded operations (+ - * / sqrt, frexp, float64
      -> float32 rounding). No libm log/exp/cos, whose last bit differs between platforms: the
      normal inverse CDF (Wichura's AS241) uses a logarithm written here from those operations.
+   - numpy here is the reference; ``popcli/kernels/rng.c`` computes the same bits faster (used
+     when the C kernels are available; tests check both against golden values).
 
 2. *Training randomness* (score init, data order, augmentation): ordinary ``torch.Generator``
    objects derived from the seed and a stream name by ``torch_generator``. These need to be
@@ -32,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import kernels
 from .errors import PopcliError
 
 GENERATOR_NAME = "popcli-philox4x64-10"
@@ -215,14 +218,28 @@ def _from_uniform(seed: int, name: str, n: int, scale: float, normal: bool) -> n
     return out
 
 
-def generate_weight(seed: int, name: str, shape: Sequence[int], init: str, density: float = 1.0) -> torch.Tensor:
+def _generate_c(lib, seed: int, name: str, n: int, init: str, scale: float, threads: int) -> torch.Tensor:
+    """The same bits from popcli/kernels/rng.c: Philox and the float transform fused, multi-threaded."""
+    kind = 2 if init.endswith("signed_constant") else 1 if init.endswith("uniform") else 0  # rng.c's enum
+    out = torch.empty(n, dtype=torch.float32)
+    lib.popcli_generate_weights(*philox_key(seed, name), n, kind, scale, out.data_ptr(), threads)
+    return out
+
+
+def generate_weight(seed: int, name: str, shape: Sequence[int], init: str, density: float = 1.0, *,
+                    threads: int | None = None) -> torch.Tensor:
     """The portable random weight of layer ``name``: float32 CPU tensor of ``shape``.
 
-    ``density`` matters only for the scaled_* inits. Bit-identical on every platform.
+    ``density`` matters only for the scaled_* inits. Bit-identical on every platform; computed by
+    the C kernels when they are available (on ``threads`` threads, default torch's count), else
+    by numpy.
     """
     shape = tuple(int(s) for s in shape)
     n = math.prod(shape)
     scale = weight_scale(init, shape, density)
+    lib = kernels.library()
+    if lib is not None:
+        return _generate_c(lib, seed, name, n, init, scale, threads or kernels.threads()).reshape(shape)
     if init.endswith("signed_constant"):
         flat = _signed(seed, name, n, scale)
     else:
@@ -232,5 +249,5 @@ def generate_weight(seed: int, name: str, shape: Sequence[int], init: str, densi
 
 def weight_sha256(weight: torch.Tensor) -> str:
     """SHA-256 hex digest of a float32 weight's little-endian bytes in C order."""
-    array = weight.detach().to("cpu", torch.float32).contiguous().numpy()
-    return hashlib.sha256(array.astype("<f4", copy=False).tobytes()).hexdigest()
+    array = weight.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return hashlib.sha256(memoryview(array).cast("B")).hexdigest()  # no copy of the bytes

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from popcli import kernels
 from popcli.nn import SubnetLinear, cpu_kernels, fused, topk
 from popcli.nn.topk import ThresholdTracker, kept_count, topk_mask
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.skipif(cpu_kernels.load() is None, reason=cpu_kernels.s
 @pytest.fixture
 def no_kernels(monkeypatch):
     """Run the plain torch/numpy path, as on a machine without a C compiler."""
-    monkeypatch.setattr(cpu_kernels, "_loaded", (None, "disabled for this test"))
+    monkeypatch.setattr(kernels, "_loaded", (None, "disabled for this test"))
 
 
 def reference_masked_weight(weight, scores, density):
@@ -99,7 +100,7 @@ def test_layer_training_identical_with_and_without_kernels(monkeypatch):
         return layer
 
     with_kernels = _train_steps(fresh())
-    monkeypatch.setattr(cpu_kernels, "_loaded", (None, "disabled for this test"))
+    monkeypatch.setattr(kernels, "_loaded", (None, "disabled for this test"))
     without = _train_steps(fresh())
     for a, b in zip(with_kernels, without):
         assert torch.equal(a, b)

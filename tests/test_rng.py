@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from popcli import rng
+from popcli import kernels, rng
 
 # --------------------------------------------------------------------------- the bit stream
 
@@ -81,8 +81,18 @@ def golden_digests() -> dict[str, str]:
             for init in rng.INITS}
 
 
+@pytest.fixture(params=["c-kernels", "numpy"])
+def generator_path(request, monkeypatch):
+    """Both implementations of the generator: popcli/kernels/rng.c and the numpy reference."""
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "_loaded", (None, "numpy path for this test"))
+    elif kernels.library() is None:
+        pytest.skip(kernels.status())
+    return request.param
+
+
 @pytest.mark.parametrize("init", rng.INITS)
-def test_golden_values(init):
+def test_golden_values(init, generator_path):
     weight = rng.generate_weight(1234, "layer1.0.conv1", (64, 64, 3, 3), init, 0.3)
     assert weight.dtype == torch.float32 and weight.shape == (64, 64, 3, 3)
     digest, first = GOLDEN[init]
@@ -123,6 +133,18 @@ def test_normal_quantile_is_accurate():
     ours = rng.normal_from_centered(q).astype(np.float64)
     exact = np.array([statistics.NormalDist().inv_cdf(0.5 + float(v)) for v in q])
     assert np.max(np.abs(ours - exact) / np.maximum(1.0, np.abs(exact))) < 2e-6
+
+
+@pytest.mark.parametrize("init", rng.INITS)
+def test_c_kernels_match_numpy_on_every_size(init, monkeypatch):
+    if kernels.library() is None:
+        pytest.skip(kernels.status())
+    shapes = [(1, 1), (7, 3), (3, 85), (1001, 3), (64, 3, 7, 7), (2048, 512, 1, 1)]  # block and word boundaries
+    fast = [rng.generate_weight(9, f"l{i}", s, init, 0.7) for i, s in enumerate(shapes)]
+    monkeypatch.setattr(kernels, "_loaded", (None, "numpy path for this test"))
+    for i, (shape, weight) in enumerate(zip(shapes, fast)):
+        reference = rng.generate_weight(9, f"l{i}", shape, init, 0.7)
+        assert np.array_equal(weight.numpy().view(np.uint32), reference.numpy().view(np.uint32)), shape
 
 
 def test_centered_uniform_is_exact_and_symmetric():

@@ -125,37 +125,53 @@ def _keep_dense(model: nn.Module, first: bool, last: bool) -> nn.Module:
     for name, layer in chosen:
         if not isinstance(layer, SubnetMixin):
             continue
+        device = torch.get_default_device()
         if name == "":  # the whole model is one layer
-            model = densify(layer)
+            model = densify(layer, device)
         else:
-            model.set_submodule(name, densify(layer))
+            model.set_submodule(name, densify(layer, device))
     return model
 
 
-def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
-                num_classes: int, seed: int) -> nn.Module:
-    """The recipe's model with its portable random weights, ready to search (CPU, train mode).
+def init_density(search_cfg: SearchConfig) -> float:
+    """The density the weights are drawn with (scaled_* inits): the search's, 1 for dense training."""
+    return search_cfg.density if search_cfg.method == "edge-popup" else 1.0
 
-    method "edge-popup": subnet layers at ``search_cfg.density`` (weights drawn with that density,
-    which the scaled_* inits use); "dense": the same architecture with plain trainable bias-free
-    layers (weights drawn with density 1: a dense baseline keeps everything).
+
+def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
+                       num_classes: int) -> nn.Module:
+    """The recipe's layers with zero weights and scores (no random draws, no global top-k hook).
+
+    method "edge-popup": subnet layers at ``search_cfg.density``; "dense": the same architecture
+    with plain trainable bias-free layers. ``search_cfg.dense_first`` / ``dense_last`` applied.
     """
     if search_cfg.method not in ("edge-popup", "dense"):
         raise ModelError(f"unknown search.method {search_cfg.method!r}; use 'edge-popup' or 'dense'")
     popup = search_cfg.method == "edge-popup"
     if popup and not 0.0 < search_cfg.density <= 1.0:
         raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
-    density = search_cfg.density if popup else None
     builder = get_model_builder(model_cfg.arch)
     model = builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=model_cfg.width,
-                    hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm, **layer_factories(density))
-    model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
-    init_weights(model, seed, model_cfg.init, search_cfg.density if popup else 1.0)
-    if popup and search_cfg.global_topk:
+                    hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm,
+                    **layer_factories(search_cfg.density if popup else None))
+    return _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
+
+
+def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
+                num_classes: int, seed: int) -> nn.Module:
+    """The recipe's model with its portable random weights, ready to search (CPU, train mode).
+
+    ``build_architecture``, then weights from the portable generator (drawn with
+    ``init_density``) and scores from the seed, then the global top-k hook if the recipe asks.
+    """
+    model = build_architecture(model_cfg, search_cfg, in_channels=in_channels, image_size=image_size,
+                               num_classes=num_classes)
+    init_weights(model, seed, model_cfg.init, init_density(search_cfg))
+    if search_cfg.method == "edge-popup" and search_cfg.global_topk:
         enable_global_topk(model, search_cfg.density)
     return model.train()
 
 
-__all__ = ["GlobalTopK", "build_model", "count_params", "enable_global_topk", "get_model_builder", "init_weights",
-           "layer_factories", "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights",
+__all__ = ["GlobalTopK", "build_architecture", "build_model", "count_params", "enable_global_topk", "get_model_builder",
+           "init_density", "init_weights", "layer_factories", "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights",
            "register_model", "weight_layers"]

@@ -11,24 +11,28 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..nn import NonAffineBatchNorm2d, SubnetConv2d, SubnetLinear
 
 
-def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """A bias-free trainable Conv2d with a zero weight (built on meta: torch's init uses the global RNG)."""
-    layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False, device="meta")
-    layer = layer.to_empty(device="cpu")
-    nn.init.zeros_(layer.weight)
+def _materialized(layer: nn.Module) -> nn.Module:
+    """Built on meta (torch's init would use the global RNG), moved to the default device, zeroed."""
+    layer = layer.to_empty(device=torch.get_default_device())
+    if layer.weight.device.type != "meta":
+        nn.init.zeros_(layer.weight)
     return layer
+
+
+def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
+    """A bias-free trainable Conv2d with a zero weight."""
+    return _materialized(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False, device="meta"))
 
 
 def plain_linear(in_features: int, out_features: int) -> nn.Linear:
     """A bias-free trainable Linear with a zero weight."""
-    layer = nn.Linear(in_features, out_features, bias=False, device="meta").to_empty(device="cpu")
-    nn.init.zeros_(layer.weight)
-    return layer
+    return _materialized(nn.Linear(in_features, out_features, bias=False, device="meta"))
 
 
 def layer_factories(density: float | None) -> dict[str, Any]:

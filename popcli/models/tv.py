@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from ..errors import ModelError
 from ..nn import subnetify
@@ -28,15 +27,18 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
     if width != 1.0:
         raise ModelError(f"{name}: model.width={width} is not supported for torchvision models; set model.width=1 "
                          f"(wide_resnet50_2 is the wide variant)")
+    import torchvision  # here, not at import: fc/convN models and artifacts of them need no torchvision
+
     with torch.device("meta"):
         model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if in_channels != 3:  # same stem geometry for other channel counts: [B, C, S, S] -> [B, 64, S/2, S/2]
             stem = model.conv1
             model.conv1 = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
                                     bias=False)
+    device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
     if density is None:  # dense baseline: every weight layer plain and trainable
-        return subnetify(model, 1.0, keep_dense=lambda layer_name, layer: True)
-    return subnetify(model, density)
+        return subnetify(model, 1.0, keep_dense=lambda layer_name, layer: True, device=device)
+    return subnetify(model, density, device=device)
 
 
 def _register(registry_name: str, tv_name: str, description: str) -> None:

@@ -37,8 +37,8 @@ def _keep_fn(keep_dense: KeepDense) -> Callable[[str, nn.Module], bool]:
     return lambda name, module: name in names
 
 
-def _plain(module: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
-    """A real, trainable, bias-free copy of a Conv2d/Linear (weight copied unless on meta).
+def _plain(module: nn.Conv2d | nn.Linear, device: torch.device) -> nn.Conv2d | nn.Linear:
+    """A trainable, bias-free copy of a Conv2d/Linear on ``device`` (weight copied unless either is meta).
 
     Built on meta and then materialized: torch's constructor init would draw from the global RNG.
     """
@@ -47,7 +47,9 @@ def _plain(module: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
                         module.dilation, module.groups, bias=False, padding_mode=module.padding_mode, device="meta")
     else:
         new = nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
-    new = new.to_empty(device="cpu")
+    new = new.to_empty(device=device)
+    if device.type == "meta":
+        return new
     with torch.no_grad():
         if module.weight.device.type == "meta":
             new.weight.zero_()
@@ -56,13 +58,14 @@ def _plain(module: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
     return new
 
 
-def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, norm: str) -> nn.Module | None:
+def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, norm: str,
+                 device: torch.device) -> nn.Module | None:
     """The replacement of one module, or None to leave it (and recurse into its children)."""
     if isinstance(module, SubnetMixin):
         return None
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         if keep(name, module):
-            return _plain(module)
+            return _plain(module, device)
         if isinstance(module, nn.Conv2d):
             return SubnetConv2d.from_conv(module, density)
         return SubnetLinear.from_linear(module, density)
@@ -73,7 +76,7 @@ def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, n
     return None
 
 
-def _replace(root: nn.Module, convert: _Convert) -> nn.Module:
+def _replace(root: nn.Module, convert: _Convert, device: torch.device) -> nn.Module:
     """Depth-first replacement; a module shared by several parents maps to one replacement."""
     done: dict[int, nn.Module] = {}
 
@@ -88,7 +91,7 @@ def _replace(root: nn.Module, convert: _Convert) -> nn.Module:
         done[id(module)] = new
         return new
 
-    with torch.device("cpu"):  # new layers are real even when called inside a meta-device block
+    with torch.device(device):  # new layers go to ``device`` whatever block the caller is in
         return visit(root, "")
 
 
@@ -104,7 +107,8 @@ def _check_materialized(module: nn.Module) -> None:
                 f"on a real device or replace it before converting")
 
 
-def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None, norm: str = "nonaffine") -> nn.Module:
+def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None, norm: str = "nonaffine",
+              device: str | torch.device = "cpu") -> nn.Module:
     """Conv2d/Linear -> SubnetConv2d/SubnetLinear at ``density`` (biases dropped).
 
     ``norm="nonaffine"`` replaces every BatchNorm1d/2d by a non-affine one of the same size
@@ -112,20 +116,24 @@ def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None
     Conv2d/Linear layers that stay plain (real, trainable, bias dropped): a callable
     (qualified_name, module) -> bool, or a collection of qualified names (``named_modules``).
     Existing subnet layers are left as they are. Converts in place and returns the root (a new
-    object when the root itself is a Conv2d/Linear/BatchNorm).
+    object when the root itself is a Conv2d/Linear/BatchNorm). New layers go to ``device``:
+    the CPU (real, zero weights), or "meta" to build a structure that a loader fills in.
     """
     if norm not in ("nonaffine", "keep"):
         raise ModelError(f"norm must be 'nonaffine' or 'keep', got {norm!r}")
     if not 0.0 < density <= 1.0:
         raise ModelError(f"density must be in (0, 1], got {density}")
     keep = _keep_fn(keep_dense)
-    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, norm))
-    _check_materialized(converted)
+    device = torch.device(device)
+    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, norm, device), device)
+    if device.type != "meta":
+        _check_materialized(converted)
     return converted
 
 
-def densify(module: nn.Module) -> nn.Module:
+def densify(module: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """SubnetConv2d/SubnetLinear -> plain bias-free Conv2d/Linear with a trainable copy of the raw
     (unmasked) weight: the dense-training baseline. (``to_conv``/``to_linear`` bake the mask
     instead.) Converts in place and returns the root (new when the root is a subnet layer)."""
-    return _replace(module, lambda name, m: _plain(m) if isinstance(m, SubnetMixin) else None)
+    device = torch.device(device)
+    return _replace(module, lambda name, m: _plain(m, device) if isinstance(m, SubnetMixin) else None, device)

@@ -1,4 +1,4 @@
-/* Fused CPU passes for edge-popup's training hot path, loaded by popcli/nn/cpu_kernels.py.
+/* Fused CPU passes for edge-popup's training hot path (wrapped by popcli/nn/cpu_kernels.py).
  *
  * Why: on a CPU the per-step cost of edge-popup beyond dense training is memory traffic. The
  * torch expressions (|s|, comparisons, a float mask, w * mask, g * w * sign(s)) make ~10 passes
