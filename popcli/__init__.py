@@ -5,10 +5,29 @@ Library entry points (the CLI in ``popcli.cli`` is a thin layer over these):
     from popcli import recipe
     from popcli.search import search
     summary = search(recipe.load(None, ["search.epochs=1"]), "runs/demo")
+    from popcli.export import export
+    export("runs/demo", "demo.safetensors")
+    model = popcli.load("demo.safetensors")
 """
 
 __version__ = "0.1.0"
 
 from .errors import PopcliError  # noqa: E402
 
-__all__ = ["PopcliError", "__version__"]
+
+
+def load(path, device="cpu"):
+    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``)."""
+    from .artifact import load as _load
+
+    return _load(path, device)
+
+
+def save(model, path, **kwargs):
+    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments)."""
+    from .artifact import save as _save
+
+    return _save(model, path, **kwargs)
+
+
+__all__ = ["PopcliError", "__version__", "load", "save"]

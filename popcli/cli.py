@@ -148,6 +148,99 @@ def search(
         out_console.print(_summary_table(summary))
 
 
+# --------------------------------------------------------------------------- export / inspect
+
+
+def _size(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:,.0f} {unit}" if unit == "B" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def _inspect_tables(report: dict[str, Any]) -> list[Table]:
+    about = Table(title=report["path"], show_header=False, title_justify="left")
+    metrics = report["metrics"]
+    rows = [
+        ("format / generator", f"{report['format']} / {report['generator']}"),
+        ("model", f"{report['arch']} ({report['method']}, {report['init']}, seed {report['seed']})"),
+        ("kept", f"{report['kept_weights']:,} of {report['masked_weights']:,} masked weights "
+                 f"({report['kept_weights'] / max(1, report['masked_weights']):.1%}; recipe density {report['density']:g})"),
+        ("search result", f"test accuracy {metrics['test_acc']:.2%}" if "test_acc" in metrics else "not recorded"),
+        ("written by", f"popcli {report['popcli_version']}, torch {report['torch_version']}"),
+    ]
+    for key, value in rows:
+        about.add_row(key, value)
+    layers = Table("layer", "shape", "kept", "density", "entropy bits/weight", title="masked layers",
+                   title_justify="left")
+    for layer in report["layers"]:
+        layers.add_row(layer["name"], "x".join(map(str, layer["shape"])), f"{layer['kept']:,}", f"{layer['density']:.4f}",
+                       f"{layer['entropy_bits_per_weight']:.4f}")
+    if report["masked_weights"]:
+        layers.caption = (f"masks: {report['mask_codec']}, {report['mask_bytes']:,} bytes = "
+                          f"{report['mask_bits_per_weight']:.4f} bits per weight (entropy {report['entropy_bits_per_weight']:.4f})")
+    sizes = Table("", "bytes", "vs artifact", title="size", title_justify="left")
+    bits = report["bits_per_masked_weight"]
+    sizes.add_row("artifact", _size(report["artifact_bytes"]), f"1x ({bits:.4f} bits per masked weight)" if bits else "1x")
+    sizes.add_row("dense fp32 safetensors", _size(report["dense_fp32_bytes"]), f"{report['dense_over_artifact']:.1f}x")
+    ratio = report["checkpoint_over_artifact"]
+    sizes.add_row("search checkpoint", _size(report["checkpoint_bytes"]), f"{ratio:.1f}x" if ratio else "n/a")
+    return [about, layers, sizes]
+
+
+def _print_verification(report: dict[str, Any]) -> None:
+    if report.get("verified"):
+        err_console.print("verified: masks decode, kept counts and weight checksums match", highlight=False)
+    for problem in report.get("problems", []):
+        err_console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_guard
+def export(
+    source: Path = typer.Argument(..., metavar="RUN_DIR_OR_CHECKPOINT", help="A run folder (its last.pt) or a checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="The artifact to write (.safetensors)."),
+    codec: str = typer.Option("auto", "--codec", help="Mask codec: auto (the smaller), packbits or rans."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the artifact report as one JSON object on stdout."),
+) -> None:
+    """Write a found subnetwork as seed + bit-packed masks (safetensors), then verify the file."""
+    from .export import export as run_export
+
+    report = run_export(source, out, codec=codec, force=force)
+    if as_json:
+        _print_json(report)
+    else:
+        for table in _inspect_tables(report):
+            out_console.print(table)
+        _print_verification(report)
+    if not report["verified"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def inspect(
+    artifact: Path = typer.Argument(..., metavar="FILE", help="An artifact written by popcli export."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Show an artifact's metadata, per-layer densities and sizes, and verify it (exit 1 if it fails)."""
+    from .export import inspect as run_inspect
+
+    report = run_inspect(artifact)
+    if as_json:
+        _print_json(report)
+    else:
+        for table in _inspect_tables(report):
+            out_console.print(table)
+        _print_verification(report)
+    if not report["verified"]:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- models
 
 

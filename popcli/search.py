@@ -70,6 +70,7 @@ class Job:
     total_steps: int
     on_event: EventHandler
     should_stop: Callable[[], bool]
+    last_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -162,6 +163,7 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
     test = evaluate(job.model, job.splits.test, job.runtime)
     record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
     ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
+    job.last_metrics = record
     if complete:
         prog.epoch, prog.step_in_epoch = prog.epoch + 1, 0
         prog.loss_sum, prog.correct, prog.seen = 0.0, 0, 0
@@ -184,6 +186,8 @@ def _save(job: Job, prog: Progress, name: str) -> None:
         "scaler": job.scaler.state_dict() if job.scaler is not None else {},
         "progress": {k: v for k, v in vars(prog).items() if k != "step_times"},
         "recipe": job.recipe.to_dict(),
+        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes},
+        "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
         "popcli_version": __version__,
     }
     ckpt.save_checkpoint(job.run_dir / name, state)
@@ -209,6 +213,7 @@ def _restore(job: Job, prog: Progress) -> None:
         job.scaler.load_state_dict(state["scaler"])
     for key, value in state["progress"].items():
         setattr(prog, key, value)
+    job.last_metrics = state.get("metrics", {})
 
 
 # --------------------------------------------------------------------------- the job

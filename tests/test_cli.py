@@ -76,3 +76,57 @@ def test_ctrl_c_checkpoints_and_resume(tmp_path):
     result = popcli("search", "--resume", "--out", str(run), "--set", f"search.max_steps={stopped + 8}", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == stopped + 8
+
+
+def test_export_and_inspect_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    assert popcli("search", *SYNTH, "--set", "search.epochs=1", "--out", str(run), "--quiet").returncode == 0
+    out = tmp_path / "model.safetensors"
+    result = popcli("export", str(run), "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] and report["artifact_bytes"] == out.stat().st_size
+    assert report["dense_over_artifact"] > 1 and report["checkpoint_over_artifact"] > 1  # tiny model: the header dominates
+    shown = popcli("inspect", str(out))
+    assert shown.returncode == 0 and "bits per masked weight" in shown.stdout and "verified" in shown.stderr
+    assert json.loads(popcli("inspect", str(out), "--json").stdout)["layers"][0]["name"] == "fc1"
+    again = popcli("export", str(run), "-o", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_exits_nonzero_when_verification_fails(tmp_path):
+    from safetensors.numpy import save_file
+
+    from popcli import artifact
+
+    run = tmp_path / "run"
+    assert popcli("search", *SYNTH, "--set", "search.max_steps=3", "--out", str(run), "--quiet").returncode == 0
+    assert popcli("export", str(run), "-o", str(tmp_path / "a.safetensors")).returncode == 0
+    art = artifact.read(tmp_path / "a.safetensors")
+    layers = json.loads(art.metadata["layers"])
+    layers[0]["sha256"] = "f" * 64  # as if another machine's generator had written it
+    meta = {**art.metadata, "layers": json.dumps(layers)}
+    meta["content_sha256"] = artifact.content_sha256(meta, art.tensors)
+    save_file(art.tensors, str(tmp_path / "b.safetensors"), metadata=meta)
+    result = popcli("inspect", str(tmp_path / "b.safetensors"))
+    assert result.returncode == 1 and "checksum" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["export", "{tmp}/nope", "-o", "{tmp}/a.safetensors"], "not found"),
+    (["export", "{tmp}", "-o", "{tmp}/a.safetensors"], "last.pt"),
+    (["inspect", "{tmp}/missing.safetensors"], "not found"),
+    (["inspect", "{tmp}/junk.bin"], "not a safetensors file"),
+])
+def test_export_inspect_bad_input_one_line(tmp_path, args, fragment):
+    (tmp_path / "junk.bin").write_bytes(b"\x80\x04garbage" * 10)
+    result = popcli(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2 and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_example_script_runs(tmp_path):
+    result = subprocess.run([sys.executable, "examples/search_api.py", "--synthetic"], capture_output=True, text=True,
+                            timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert "verified: True" in result.stdout and "loaded model: test accuracy" in result.stdout

@@ -1,0 +1,392 @@
+"""The artifact: a found subnetwork as one safetensors file, and its exact reconstruction.
+
+The file holds the masks of all masked layers as one coded stream (``masks``, see ``codecs``),
+the tensors a seed cannot regenerate (``state.<key>``: batch-norm statistics, trained weights of
+dense layers) and string metadata describing everything else; the random weights themselves are regenerated
+from the seed by ``rng.generate_weight`` and checked against per-layer SHA-256 digests. The byte
+format is specified in docs/FORMAT.md. Writing is ``save``/``export``; reading is ``read``
+(validated header, no model) and ``load`` (the model, every checksum verified). Every problem
+with a file is an ``ArtifactError`` naming it; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import __version__, codecs, rng
+from .checkpoint import atomic_write
+from .errors import ArtifactError, PopcliError
+from .models import build_architecture, init_density, masked_layers
+from .recipe import Recipe, from_dict
+
+FORMAT_NAME = "popcli-artifact"
+FORMAT_VERSION = 1
+MASKS, STATE = "masks", "state."
+_MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One masked layer as the metadata describes it."""
+
+    name: str
+    shape: tuple[int, ...]
+    kept: int  # weights kept (ones in the mask)
+    sha256: str  # of the regenerated float32 weight (little-endian, C order)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "kept": self.kept, "sha256": self.sha256}
+
+
+@dataclass
+class Artifact:
+    """A validated artifact file: metadata, recipe, layer records and the raw tensors."""
+
+    path: Path
+    metadata: dict[str, str]
+    recipe: Recipe
+    data_info: dict[str, Any]  # {"shape": [C, H, W], "num_classes": K}
+    layers: list[LayerRecord]
+    tensors: dict[str, np.ndarray]
+    file_bytes: int
+
+    @property
+    def codec(self) -> str:
+        return self.metadata.get("mask_codec", "")
+
+    @property
+    def masked_weights(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _canonical(metadata: dict[str, str]) -> bytes:
+    return json.dumps({k: v for k, v in metadata.items() if k != "content_sha256"}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def content_sha256(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every tensor (sorted by name: name, dtype, shape, bytes) and the metadata."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}\n{array.dtype.str}\n{list(array.shape)}\n".encode())
+        digest.update(array.tobytes())
+    digest.update(_canonical(metadata))
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _state_tensors(model: nn.Module) -> dict[str, np.ndarray]:
+    """Everything in the state dict a seed cannot regenerate: not masked weights, not scores."""
+    skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    return {STATE + key: value.detach().cpu().contiguous().numpy()
+            for key, value in model.state_dict().items() if key not in skip}
+
+
+def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord], np.ndarray]:
+    """Layer records and the concatenated flat masks; each weight is checked against a fresh regeneration."""
+    records, masks = [], []
+    for name, layer in masked_layers(model):
+        weight = rng.generate_weight(recipe.seed, name, layer.weight.shape, recipe.model.init,
+                                     init_density(recipe.search))
+        if not torch.equal(layer.weight.detach().cpu(), weight):
+            raise ArtifactError(f"layer {name!r} does not hold the seed's random weights, so a seed and a mask cannot "
+                                f"describe it; export models built by popcli from their recipe")
+        mask = layer.mask().detach().cpu().numpy().reshape(-1)
+        records.append(LayerRecord(name, tuple(layer.weight.shape), int(np.count_nonzero(mask)),
+                                   rng.weight_sha256(weight)))
+        masks.append(mask)
+    return records, np.concatenate(masks) if masks else np.zeros(0, dtype=np.bool_)
+
+
+def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
+         metrics: dict[str, Any] | None = None, codec: str = "auto", force: bool = False,
+         checkpoint_bytes: int | None = None) -> Artifact:
+    """Write ``model`` (built by popcli from ``recipe``) as an artifact at ``path``, atomically.
+
+    ``data_info`` = {"shape": [C, H, W], "num_classes": K}; ``codec``: auto, packbits or rans.
+    An existing file is kept unless ``force``. Returns the artifact as written (read back).
+    """
+    from .models import refresh_global_masks
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another -o path")
+    model = model.eval()
+    refresh_global_masks(model)
+    records, bits = _masked_records(model, recipe)
+    chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
+    tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    metadata = {
+        "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+        "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
+        "seed": str(recipe.seed), "arch": recipe.model.arch, "init": recipe.model.init,
+        "method": recipe.search.method, "density": repr(recipe.search.density),
+        "init_density": repr(init_density(recipe.search)), "mask_codec": chosen,
+        "data": json.dumps({"shape": list(data_info["shape"]), "num_classes": int(data_info["num_classes"])},
+                           separators=(",", ":")),
+        "layers": json.dumps([r.to_json() for r in records], separators=(",", ":")),
+        "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
+        "metrics": json.dumps(metrics or {}, separators=(",", ":"), default=str),
+        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0],
+    }
+    if checkpoint_bytes is not None:
+        metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    metadata["content_sha256"] = content_sha256(metadata, tensors)
+    from safetensors.numpy import save_file
+
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return read(path)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int]:
+    """The safetensors header JSON of ``path`` and the file size, with popcli's own checks."""
+    if not path.is_file():
+        raise ArtifactError(f"{str(path)!r} not found" if not path.exists() else f"{str(path)!r} is not a file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ArtifactError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
+        length = int.from_bytes(head, "little")
+        if length > min(_MAX_HEADER, size - 8):
+            raise ArtifactError(f"{path}: not a safetensors file, or truncated (header length {length} does not fit "
+                                f"in {size} bytes); re-export it")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: the safetensors header is not valid JSON (corrupt file); re-export it") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: the safetensors header is not a JSON object (corrupt file); re-export it")
+    return header, size
+
+
+def _check_versions(path: Path, meta: dict[str, str]) -> None:
+    if meta.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no format={FORMAT_NAME} in "
+                            f"its metadata); popcli loads files written by `popcli export`")
+    for key, name, supported in (("format_version", FORMAT_NAME, FORMAT_VERSION),
+                                 ("generator_version", rng.GENERATOR_NAME, rng.GENERATOR_VERSION)):
+        try:
+            version = int(meta.get(key, ""))
+        except ValueError:
+            raise ArtifactError(f"{path}: {key} {meta.get(key)!r} is not a number (corrupt metadata)") from None
+        if version > supported:
+            raise ArtifactError(f"{path}: {name} version {version} is newer than this popcli's ({supported}); "
+                                f"upgrade popcli (pip install -U popcli)")
+        if version < 1:
+            raise ArtifactError(f"{path}: {key} {version} is not a valid version (corrupt metadata)")
+    if meta.get("generator") != rng.GENERATOR_NAME:
+        raise ArtifactError(f"{path}: weight generator {meta.get('generator')!r} is unknown to this popcli "
+                            f"(it has {rng.GENERATOR_NAME}); upgrade popcli")
+
+
+def _json(path: Path, meta: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except KeyError:
+        raise ArtifactError(f"{path}: metadata has no {key!r} (corrupt or incomplete artifact)") from None
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON (corrupt artifact)") from None
+
+
+def _records(path: Path, raw: Any) -> list[LayerRecord]:
+    try:
+        records = [LayerRecord(str(r["name"]), tuple(int(d) for d in r["shape"]), int(r["kept"]), str(r["sha256"]))
+                   for r in raw]
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path}: metadata 'layers' is malformed (corrupt artifact)") from None
+    for r in records:
+        if not 0 <= r.kept <= r.numel or min(r.shape, default=0) < 1:
+            raise ArtifactError(f"{path}: layer {r.name!r} keeps {r.kept} of shape {list(r.shape)} (corrupt artifact)")
+    return records
+
+
+def read(path: str | Path) -> Artifact:
+    """Open and validate an artifact: versions, content checksum, recipe, layer records. No model."""
+    path = Path(path)
+    header, size = _header(path)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no string __metadata__)")
+    _check_versions(path, meta)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise ArtifactError(f"{path}: the tensor data is unreadable ({str(err).splitlines()[0][:120]}); the file is "
+                            f"truncated or corrupt, re-export it") from None
+    if content_sha256(meta, tensors) != meta.get("content_sha256"):
+        raise ArtifactError(f"{path}: content checksum mismatch: the file was modified or corrupted after export; "
+                            f"re-export it")
+    try:
+        recipe = from_dict(_json(path, meta, "recipe"))
+    except PopcliError as err:
+        raise ArtifactError(f"{path}: its recipe is invalid for this popcli ({err})") from None
+    return Artifact(path, meta, recipe, _json(path, meta, "data"), _records(path, _json(path, meta, "layers")),
+                    tensors, size)
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+def _data_info(art: Artifact) -> tuple[int, int, int]:
+    """(in_channels, image_size, num_classes) from the metadata, checked."""
+    try:
+        (channels, height, width), classes = (int(d) for d in art.data_info["shape"]), int(art.data_info["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{art.path}: metadata 'data' is malformed (corrupt artifact)") from None
+    if min(channels, height, width, classes) < 1:
+        raise ArtifactError(f"{art.path}: metadata 'data' has a non-positive size (corrupt artifact)")
+    return channels, height, classes
+
+
+def masks(art: Artifact, dtype: type = np.bool_) -> list[np.ndarray]:
+    """The decoded masks [numel] of the masked layers (bool, or float32 0/1), kept counts checked."""
+    if not art.layers:
+        return []
+    data = art.tensors.get(MASKS)
+    if data is None:
+        raise ArtifactError(f"{art.path}: no {MASKS!r} tensor (corrupt artifact)")
+    sizes = [r.numel for r in art.layers]
+    try:
+        bits, ones = codecs.decode(data, sizes, [r.kept for r in art.layers], art.codec, dtype)
+    except codecs.CodecError as err:
+        raise ArtifactError(f"{art.path}: masks: {err}") from None
+    for record, count in zip(art.layers, ones):
+        if count != record.kept:
+            raise ArtifactError(f"{art.path}: mask of layer {record.name!r} keeps {count} weights, the metadata says "
+                                f"{record.kept} (corrupt artifact)")
+    return np.split(bits, np.cumsum(sizes)[:-1])
+
+
+def regenerate(art: Artifact, record: LayerRecord, threads: int | None = None) -> torch.Tensor:
+    """The layer's random weight from the seed, verified against the stored SHA-256."""
+    weight = rng.generate_weight(art.recipe.seed, record.name, record.shape, art.recipe.model.init,
+                                 float(art.metadata.get("init_density", init_density(art.recipe.search))),
+                                 threads=threads)
+    if rng.weight_sha256(weight) != record.sha256:
+        raise ArtifactError(f"{art.path}: layer {record.name!r}: the weights regenerated from the seed do not match "
+                            f"the stored checksum; this machine's generator differs from the one that wrote the file, "
+                            f"please report it (torch {torch.__version__}, numpy {np.__version__})")
+    return weight
+
+
+def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
+    """The model's subnet layers, checked to be the file's (names and shapes, in order)."""
+    layers = masked_layers(model)
+    found = [(name, tuple(layer.weight.shape)) for name, layer in layers]
+    if found != [(r.name, r.shape) for r in art.layers]:
+        raise ArtifactError(f"{art.path}: the masked layers of {art.recipe.model.arch!r} built by this popcli differ "
+                            f"from the file's ({len(found)} vs {len(art.layers)} layers); was it written by another "
+                            f"version of the architecture?")
+    extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
+    if extra:
+        raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
+    return [layer for _, layer in layers]
+
+
+def _start(art: Artifact, pool: ThreadPoolExecutor) -> tuple[Future, list[Future]]:
+    """Submit the mask decoding and each layer's regeneration + checksum (largest layers first).
+
+    The C kernels, numpy and hashlib release the GIL, so the two workers run in parallel.
+    Returns (future of the float32 0/1 masks, futures of the verified weights in layer order).
+    """
+    decoded = pool.submit(masks, art, np.float32)  # a loaded layer's scores are its mask: float32 0/1
+    weights: dict[int, Future] = {}
+    for i in sorted(range(len(art.layers)), key=lambda i: -art.layers[i].numel):
+        weights[i] = pool.submit(regenerate, art, art.layers[i], 1)
+    return decoded, [weights[i] for i in range(len(art.layers))]
+
+
+def verify(art: Artifact) -> list[str]:
+    """Decode every mask and regenerate every weight, as ``load`` does; the problems found."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        decoded, weights = _start(art, pool)
+        problems = []
+        for future in [decoded, *weights]:
+            try:
+                future.result()
+            except ArtifactError as err:
+                problems.append(str(err))
+    return problems
+
+
+def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
+    """The meta-built model with weights (seed) and masks (file) in its subnet layers; the
+    workers decode and regenerate while this thread builds the structure."""
+    decoded, weights = _start(art, pool)
+    channels, size, classes = _data_info(art)
+    try:
+        with torch.device("meta"):  # structure only: every tensor is filled from the seed and the file
+            model = build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
+                                       num_classes=classes)
+    except PopcliError as err:
+        raise ArtifactError(f"{art.path}: cannot build its model: {err}") from None
+    layers = _check_structure(model, art)
+    for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
+        layer.weight = nn.Parameter(weight.result(), requires_grad=False)
+        # the file stores no scores: scores := mask (1 kept, 0 not) at density kept/n selects exactly
+        # this mask again (the kept count of kept/n is kept)
+        layer.scores = nn.Parameter(torch.from_numpy(mask).view(record.shape))
+        layer.density = record.kept / record.numel
+    return model
+
+
+def _fill_state(model: nn.Module, art: Artifact) -> None:
+    """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
+    skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
+    stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}
+    for key in sorted(set(wanted) ^ set(stored)):
+        side = "missing from the file" if key in wanted else "unexpected in the file"
+        raise ArtifactError(f"{art.path}: tensor {key!r} is {side} for {art.recipe.model.arch!r} (corrupt artifact, or "
+                            f"written by another version of the architecture)")
+    for key, value in stored.items():
+        if tuple(value.shape) != tuple(wanted[key].shape) or torch.from_numpy(value.reshape(-1)[:0]).dtype != wanted[key].dtype:
+            raise ArtifactError(f"{art.path}: tensor {key!r} is {value.dtype} {list(value.shape)}, the model needs "
+                                f"{wanted[key].dtype} {list(wanted[key].shape)} (corrupt artifact)")
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
+
+    Subnet layers keep their structure (``layer.mask()`` is the stored mask); logits equal the
+    searched model's bit for bit on the same device and torch version.
+    """
+    art = read(path)
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        model = _build_and_fill(art, pool)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    _fill_state(model, art)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
+    return model.to(device).eval()

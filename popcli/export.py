@@ -1,0 +1,136 @@
+"""``popcli export`` and ``popcli inspect``: a search run -> an artifact, and what an artifact holds.
+
+``export(source, out)`` rebuilds the searched model from a run folder (its last.pt) or a
+checkpoint file, writes the artifact (``artifact.save``) and verifies the written file.
+``inspect(path)`` reports the metadata, per-layer densities and sizes (artifact, dense fp32,
+search checkpoint) and verifies masks, kept counts and weight checksums. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import artifact, codecs
+from .checkpoint import load_checkpoint
+from .errors import ArtifactError, RunError
+from .models import build_model
+from .recipe import Recipe, from_dict
+
+# Input shape and classes of each dataset, for checkpoints written before they stored them.
+_STATIC_DATA = {"fashion-mnist": ([1, 28, 28], 10), "mnist": ([1, 28, 28], 10), "cifar10": ([3, 32, 32], 10),
+                "cifar100": ([3, 32, 32], 100)}
+
+
+def find_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file, or the last.pt of a run folder."""
+    source = Path(source)
+    if source.is_dir():
+        if not (source / "last.pt").is_file():
+            raise RunError(f"run folder {str(source)!r} has no last.pt; run `popcli search --out {source}` first")
+        return source / "last.pt"
+    if not source.exists():
+        raise RunError(f"{str(source)!r} not found; pass a run folder or a checkpoint (.pt) written by popcli search")
+    return source
+
+
+def _data_info(state: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    if "data_info" in state:
+        return state["data_info"]
+    if recipe.data.dataset == "synthetic":
+        return {"shape": list(recipe.data.shape), "num_classes": recipe.data.num_classes}
+    if recipe.data.dataset in _STATIC_DATA:
+        shape, classes = _STATIC_DATA[recipe.data.dataset]
+        return {"shape": shape, "num_classes": classes}
+    raise RunError("this checkpoint does not record its input shape; re-run the search with this popcli version")
+
+
+def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str, Any], dict[str, Any]]:
+    """(model in eval mode with the checkpoint's scores/weights, recipe, data info, metrics)."""
+    state = load_checkpoint(path)
+    try:
+        recipe = from_dict(state["recipe"])
+        info = _data_info(state, recipe)
+        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=info["shape"][1],
+                            num_classes=info["num_classes"], seed=recipe.seed)
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise RunError(f"{path} does not match the model its recipe builds ({str(err).splitlines()[0][:160]})") from None
+    metrics = dict(state.get("metrics") or {})
+    metrics.setdefault("steps", state.get("progress", {}).get("global_step"))
+    return model.eval(), recipe, info, metrics
+
+
+def export(source: str | Path, out: str | Path, *, codec: str = "auto", force: bool = False) -> dict[str, Any]:
+    """Write the artifact of a run folder or checkpoint to ``out``; returns ``inspect(out)``."""
+    ckpt = find_checkpoint(source)
+    if codec != "auto" and codec not in codecs.CODECS:
+        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
+    out = Path(out)
+    if out.exists() and not force:  # before the slow part
+        raise ArtifactError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another -o path")
+    if not out.parent.is_dir():
+        raise ArtifactError(f"folder {str(out.parent)!r} does not exist; create it or choose another -o path")
+    model, recipe, info, metrics = model_from_checkpoint(ckpt)
+    summary = ckpt.parent / "summary.json"
+    if ckpt.name == "last.pt" and summary.is_file():  # the run's final figures, when they belong to last.pt
+        try:
+            metrics.update({k: v for k, v in json.loads(summary.read_text()).items()
+                            if k in ("test_acc", "test_loss", "val_acc", "steps", "epochs", "wall_s")})
+        except (OSError, json.JSONDecodeError):
+            pass
+    artifact.save(model, out, recipe=recipe, data_info=info, metrics=metrics, codec=codec, force=force,
+                  checkpoint_bytes=ckpt.stat().st_size)
+    return inspect(out)
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _dense_fp32_bytes(art: artifact.Artifact) -> int:
+    """Size of the same model as a dense float32 safetensors file (masked weights stored as floats)."""
+    entries = {r.name + ".weight": ("F32", list(r.shape), r.numel * 4) for r in art.layers}
+    for key, value in art.tensors.items():
+        if key.startswith(artifact.STATE):
+            entries[key[len(artifact.STATE):]] = (value.dtype.str, list(value.shape), value.nbytes)
+    offset, header = 0, {}
+    for name, (dtype, shape, nbytes) in entries.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header_bytes = len(json.dumps(header, separators=(",", ":")))
+    return 8 + header_bytes + (-header_bytes % 8) + offset
+
+
+def inspect(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Metadata, per-layer table, sizes and ratios, and (``verify``) the problems found."""
+    art = artifact.read(path)
+    layers = [{"name": r.name, "shape": list(r.shape), "weights": r.numel, "kept": r.kept, "density": r.kept / r.numel,
+               "entropy_bits_per_weight": codecs.entropy_bits(r.kept, r.numel) / r.numel} for r in art.layers]
+    masked = art.masked_weights
+    mask_bytes = int(art.tensors[artifact.MASKS].nbytes) if artifact.MASKS in art.tensors else 0
+    dense = _dense_fp32_bytes(art)
+    ckpt = int(art.metadata["checkpoint_bytes"]) if "checkpoint_bytes" in art.metadata else None
+    report = {
+        "path": str(art.path), "format": f"{artifact.FORMAT_NAME} v{art.metadata['format_version']}",
+        "generator": f"{art.metadata['generator']} v{art.metadata['generator_version']}",
+        "seed": art.recipe.seed, "arch": art.recipe.model.arch, "init": art.recipe.model.init,
+        "method": art.recipe.search.method, "density": art.recipe.search.density,
+        "popcli_version": art.metadata.get("popcli_version"), "torch_version": art.metadata.get("torch_version"),
+        "metrics": json.loads(art.metadata.get("metrics", "{}")), "data": art.data_info,
+        "layers": layers, "masked_weights": masked, "kept_weights": sum(r.kept for r in art.layers),
+        "mask_codec": art.codec, "mask_bytes": mask_bytes,
+        "mask_bits_per_weight": 8 * mask_bytes / masked if masked else None,
+        "entropy_bits_per_weight": (sum(codecs.entropy_bits(r.kept, r.numel) for r in art.layers) / masked
+                                    if masked else None),
+        "artifact_bytes": art.file_bytes,
+        "bits_per_masked_weight": 8 * art.file_bytes / masked if masked else None,
+        "dense_fp32_bytes": dense, "dense_over_artifact": dense / art.file_bytes,
+        "checkpoint_bytes": ckpt, "checkpoint_over_artifact": ckpt / art.file_bytes if ckpt else None,
+    }
+    if verify:
+        report["problems"] = artifact.verify(art)
+        report["verified"] = not report["problems"]
+    return report
