@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -41,6 +42,15 @@ def _guard(command: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _spinner(text: str, quiet: bool = False):
+    """A transient spinner on stderr for slow work, only when stderr is a terminal."""
+    import contextlib
+
+    if quiet or not err_console.is_terminal:
+        return contextlib.nullcontext()
+    return err_console.status(text, spinner="dots")
 
 
 def _print_json(data: Any) -> None:
@@ -198,26 +208,56 @@ def _print_verification(report: dict[str, Any]) -> None:
         err_console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
 
 
+def _onnx_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"ONNX: {report['path']}", show_header=False, title_justify="left")
+    parity, before, after = report["parity"], report["before"], report["after"]
+    table.add_row("graph", escape(f"opset {report['opset']}, {_size(report['bytes'])}, input [batch, C, H, W] -> logits"))
+    table.add_row("parity vs PyTorch", f"max |diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}), "
+                                       f"top-1 agreement {parity['top1_agreement']:.2%} on {parity['samples']} test images")
+    table.add_row("parameters", f"{before['params']:,} -> {after['params']:,} "
+                                f"({report['dead_units_removed']} dead units removed)")
+    table.add_row("FLOPs per image", f"{before['flops']:,} -> {after['flops']:,}")
+    if "int8" in report:
+        q = report["int8"]
+        table.add_row("int8", f"{q['path']} ({_size(q['bytes'])})")
+        table.add_row("int8 accuracy", f"{q['int8_acc']:.2%} vs fp32 {q['fp32_acc']:.2%} ({q['acc_change_points']:+.2f} "
+                                       f"points, {q['test_samples']} test images)")
+        table.add_row("int8 speed, batch 64", f"{q['batch64_int8_ms']:.2f} ms vs fp32 {q['batch64_fp32_ms']:.2f} ms "
+                                              f"({q['int8_over_fp32']:.2f}x)")
+    return table
+
+
 @app.command()
 @_guard
 def export(
-    source: Path = typer.Argument(..., metavar="RUN_DIR_OR_CHECKPOINT", help="A run folder (its last.pt) or a checkpoint."),
-    out: Path = typer.Option(..., "--out", "-o", help="The artifact to write (.safetensors)."),
+    source: Path = typer.Argument(..., metavar="RUN_OR_ARTIFACT",
+                                  help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
+    prune_dead_units: bool = typer.Option(False, "--prune-dead-units", help="ONNX: remove units that cannot matter."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX: also write <name>.int8.onnx (static QDQ int8)."),
     codec: str = typer.Option("auto", "--codec", help="Mask codec: auto (the smaller), packbits or rans."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the artifact report as one JSON object on stdout."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for the ONNX parity check."),
+    parity_samples: int = typer.Option(1000, "--parity-samples", help="Test images for the ONNX parity check."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
-    """Write a found subnetwork as seed + bit-packed masks (safetensors), then verify the file."""
+    """Ship a found subnetwork: seed + bit-packed masks (safetensors) and/or a verified ONNX graph."""
     from .export import export as run_export
 
-    report = run_export(source, out, codec=codec, force=force)
+    with _spinner("exporting and verifying...", quiet=as_json):
+        report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
+                            force=force, data_dir=data_dir, parity_samples=parity_samples)
     if as_json:
         _print_json(report)
     else:
-        for table in _inspect_tables(report):
-            out_console.print(table)
-        _print_verification(report)
-    if not report["verified"]:
+        if "layers" in report:
+            for table in _inspect_tables(report):
+                out_console.print(table)
+            _print_verification(report)
+        if "onnx" in report:
+            out_console.print(_onnx_table(report["onnx"]))
+    if not report.get("verified", True):
         raise typer.Exit(1)
 
 
@@ -239,6 +279,69 @@ def inspect(
         _print_verification(report)
     if not report["verified"]:
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _eval_tables(report: dict[str, Any]) -> list[Table]:
+    machine = report["machine"]
+    accuracy = Table("engine", "test accuracy", title=f"accuracy on {report['test_images']:,} {report['dataset']} test "
+                     "images", title_justify="left")
+    for engine, acc in report["accuracy"].items():
+        accuracy.add_row(engine, f"{acc:.2%}")
+    if report.get("search_acc") is not None:
+        accuracy.caption = f"the search reported {report['search_acc']:.2%}"
+    speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",
+                  title=f"latency: {machine['cpu']}, {report['threads']} threads, {report['provider']}",
+                  title_justify="left", caption=report["note"])
+    for row in report["latency"]:
+        speed.add_row(row["engine"], str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
+                      f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
+    return [accuracy, speed]
+
+
+@app.command("eval")
+@_guard
+def eval_command(
+    source: Path = typer.Argument(..., metavar="ARTIFACT_OR_ONNX", help="An artifact or an ONNX file from popcli export."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder (else the usual search order)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N test images [default: all]."),
+    batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Latency batch sizes, comma-separated."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch and ONNX Runtime."),
+    provider: str = typer.Option("CPUExecutionProvider", "--provider", help="ONNX Runtime execution provider."),
+    int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .bench import evaluate
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                        disable=as_json, transient=True)
+    task = None
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:  # the display starts with the first event
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task("", total=None)
+        what = (f"accuracy: {info['engine']} on {info['images']:,} images" if kind == "accuracy"
+                else f"latency: {info['engine']}, batch {info['batch_size']}")
+        progress.update(task, description=what)
+
+    try:
+        report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
+                          threads=threads, provider=provider, int8=int8, on_event=on_event)
+    finally:
+        progress.stop()
+    if as_json:
+        _print_json(report)
+        return
+    for table in _eval_tables(report):
+        out_console.print(table)
 
 
 # --------------------------------------------------------------------------- models

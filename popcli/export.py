@@ -1,9 +1,12 @@
-"""``popcli export`` and ``popcli inspect``: a search run -> an artifact, and what an artifact holds.
+"""``popcli export`` and ``popcli inspect``: a search run -> an artifact and/or ONNX, and what an
+artifact holds.
 
-``export(source, out)`` rebuilds the searched model from a run folder (its last.pt) or a
-checkpoint file, writes the artifact (``artifact.save``) and verifies the written file.
-``inspect(path)`` reports the metadata, per-layer densities and sizes (artifact, dense fp32,
-search checkpoint) and verifies masks, kept counts and weight checksums. Nothing here prints.
+``export(source, out, onnx=...)`` rebuilds the searched model from a run folder (its last.pt) or
+a checkpoint, writes the artifact (``artifact.save``) and verifies the written file; with
+``onnx`` it also writes a verified ONNX graph (``deploy.export_onnx``), from a run or from an
+artifact alone. ``inspect(path)`` reports the metadata, per-layer densities and sizes (artifact,
+dense fp32, search checkpoint) and verifies masks, kept counts and weight checksums. Nothing
+here prints.
 """
 
 from __future__ import annotations
@@ -64,16 +67,24 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     return model.eval(), recipe, info, metrics
 
 
-def export(source: str | Path, out: str | Path, *, codec: str = "auto", force: bool = False) -> dict[str, Any]:
-    """Write the artifact of a run folder or checkpoint to ``out``; returns ``inspect(out)``."""
-    ckpt = find_checkpoint(source)
-    if codec != "auto" and codec not in codecs.CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
-    out = Path(out)
-    if out.exists() and not force:  # before the slow part
-        raise ArtifactError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another -o path")
-    if not out.parent.is_dir():
-        raise ArtifactError(f"folder {str(out.parent)!r} does not exist; create it or choose another -o path")
+def _check_output(path: Path | None, force: bool, option: str) -> None:
+    if path is None:
+        return
+    if path.exists() and not force:
+        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+
+
+def _is_artifact(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(9)[8:9] == b"{"  # a safetensors JSON header: an artifact, or an error saying why not
+
+
+def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[torch.nn.Module, Recipe, dict, dict]:
+    """Rebuild the searched model from ``ckpt`` and write its artifact; (model, recipe, data info, report)."""
     model, recipe, info, metrics = model_from_checkpoint(ckpt)
     summary = ckpt.parent / "summary.json"
     if ckpt.name == "last.pt" and summary.is_file():  # the run's final figures, when they belong to last.pt
@@ -84,7 +95,47 @@ def export(source: str | Path, out: str | Path, *, codec: str = "auto", force: b
             pass
     artifact.save(model, out, recipe=recipe, data_info=info, metrics=metrics, codec=codec, force=force,
                   checkpoint_bytes=ckpt.stat().st_size)
-    return inspect(out)
+    return model, recipe, info, inspect(out)
+
+
+def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Path | None = None,
+           prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
+           data_dir: str | None = None, parity_samples: int = 1000) -> dict[str, Any]:
+    """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
+    checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry."""
+    from .deploy import export_onnx, file_sha256
+
+    out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
+    if out is None and onnx is None:
+        raise ArtifactError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
+    if onnx is None and (prune_dead_units or int8):
+        raise ArtifactError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
+    if codec != "auto" and codec not in codecs.CODECS:
+        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
+    if parity_samples < 1:
+        raise ArtifactError(f"--parity-samples {parity_samples}: expected a positive number of test images")
+    _check_output(out, force, "-o")  # before the slow part
+    _check_output(onnx, force, "--onnx")
+    source = Path(source)
+    if _is_artifact(source):
+        if out is not None:
+            raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
+        art = artifact.read(source)
+        model, recipe, info, report = artifact.load(source), art.recipe, art.data_info, {"source": str(source)}
+        source_sha = art.metadata["content_sha256"]
+    else:
+        ckpt = find_checkpoint(source)
+        if out is not None:
+            model, recipe, info, report = _write_artifact(ckpt, out, codec, force)
+            source_sha = artifact.read(out).metadata["content_sha256"]
+        else:
+            (model, recipe, info, _), report = model_from_checkpoint(ckpt), {"source": str(ckpt)}
+            source_sha = file_sha256(ckpt)
+    if onnx is not None:
+        report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
+                                     prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
+                                     force=force)
+    return report
 
 
 # --------------------------------------------------------------------------- inspect

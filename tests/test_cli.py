@@ -130,3 +130,30 @@ def test_example_script_runs(tmp_path):
                             timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr
     assert "verified: True" in result.stdout and "loaded model: test accuracy" in result.stdout
+
+
+def test_onnx_export_and_eval_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    assert popcli("search", *SYNTH, "--set", "search.epochs=1", "--out", str(run), "--quiet").returncode == 0
+    result = popcli("export", str(run), "-o", str(tmp_path / "a.safetensors"), "--onnx", str(tmp_path / "a.onnx"),
+                    "--prune-dead-units", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] and report["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+    shown = popcli("eval", str(tmp_path / "a.safetensors"), "--batch-sizes", "1,8", "--limit", "64")
+    assert shown.returncode == 0, shown.stderr
+    assert "onnxruntime fp32" in shown.stdout and "p99 ms" in shown.stdout and "sparsity" in shown.stdout
+    as_json = json.loads(popcli("eval", str(tmp_path / "a.onnx"), "--batch-sizes", "2", "--json").stdout)
+    assert as_json["kind"] == "onnx" and as_json["latency"][0]["batch_size"] == 2
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["eval", "{tmp}/missing.safetensors"], "not found"),
+    (["eval", "{tmp}/junk.bin"], "neither an artifact nor an ONNX"),
+    (["export", "{tmp}/nope"], "nothing to write"),
+])
+def test_eval_bad_input_one_line(tmp_path, args, fragment):
+    (tmp_path / "junk.bin").write_bytes(b"\x80\x04garbage" * 10)
+    result = popcli(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2 and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

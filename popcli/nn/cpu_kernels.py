@@ -12,7 +12,7 @@ import struct
 
 import torch
 
-from ..kernels import library as load, status, threads
+from ..kernels import library as load, status, threads  # noqa: F401  (status: re-exported for callers)
 
 _N = ctypes.c_int64
 

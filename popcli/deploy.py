@@ -1,0 +1,124 @@
+"""From a found subnetwork to deployable ONNX files: bake, (prune), export, verify, (quantize).
+
+``export_onnx(model, recipe, data_info, path, ...)`` bakes the model (``bake``), optionally
+removes dead units, exports it (``onnx_export``), checks ONNX Runtime against the *original*
+PyTorch model on real test images (an error, and no file, beyond ``PARITY_ATOL``), writes it,
+and with ``int8`` also writes ``<name>.int8.onnx`` (static QDQ, calibrated on training images)
+with its accuracy and speed against fp32. ``real_inputs`` loads those images. Nothing prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, onnx_export
+from .bake import bake, count, prune_dead_units
+from .data import load_data
+from .errors import ArtifactError
+from .recipe import Recipe
+
+CALIBRATION_IMAGES = 512
+
+
+def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int = 0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                              torch.Tensor]:
+    """(first ``test`` test images, their labels, first ``train`` un-augmented training images)."""
+    data = copy.deepcopy(recipe.data)
+    data.augment = False
+    if data_dir:
+        data.data_dir = data_dir
+    splits = load_data(data, recipe.seed)
+
+    def take(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys, got = [], [], 0
+        for x, y in loader.batches():
+            xs.append(x)
+            ys.append(y)
+            got += len(y)
+            if got >= n:
+                break
+        return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+    x_test, y_test = take(splits.test, test)
+    x_train = take(splits.train, train)[0] if train else torch.zeros(0)
+    return x_test, y_test, x_train
+
+
+def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha256: str, pruned: bool) -> dict[str, str]:
+    return {
+        "popcli.version": __version__, "popcli.seed": str(recipe.seed), "popcli.arch": recipe.model.arch,
+        "popcli.init": recipe.model.init, "popcli.method": recipe.search.method,
+        "popcli.density": repr(recipe.search.density), "popcli.source": source,
+        "popcli.source_sha256": source_sha256, "popcli.dead_units_removed": str(pruned).lower(),
+        "popcli.data": json.dumps({**data_info, "dataset": recipe.data.dataset}, separators=(",", ":")),
+        "popcli.recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
+    }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``predict`` (a batch -> logits array/tensor function) on (x, y)."""
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        logits = torch.as_tensor(predict(x[start:start + batch_size]))
+        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+def _int8(proto, path: Path, x_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
+    from .bench import latency
+
+    quantized = onnx_export.quantize_int8(proto, x_train.split(64))
+    target = path.with_name(path.stem + ".int8.onnx")
+    nbytes = onnx_export.write_onnx(quantized, target)
+    fp32, int8 = onnx_export.session(proto), onnx_export.session(quantized)
+    batch = x_test[:64].repeat(-(-64 // max(1, len(x_test[:64]))), 1, 1, 1)[:64]
+    speed = {name: latency(lambda s=sess: onnx_export.run(s, batch), len(batch))["p50_ms"]
+             for name, sess in (("fp32", fp32), ("int8", int8))}
+    acc = {name: accuracy(lambda x, s=sess: onnx_export.run(s, x), x_test, y_test) for name, sess in
+           (("fp32", fp32), ("int8", int8))}
+    return {"path": str(target), "bytes": nbytes, "fp32_acc": acc["fp32"], "int8_acc": acc["int8"],
+            "acc_change_points": 100 * (acc["int8"] - acc["fp32"]), "batch64_fp32_ms": speed["fp32"],
+            "batch64_int8_ms": speed["int8"], "int8_over_fp32": speed["int8"] / speed["fp32"],
+            "test_samples": len(y_test)}
+
+
+def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any], path: str | Path, *,
+                source: str, source_sha256: str, prune: bool = False, int8: bool = False,
+                data_dir: str | None = None, samples: int = 1000, force: bool = False) -> dict[str, Any]:
+    """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another --onnx path")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another --onnx path")
+    shape = tuple(int(d) for d in data_info["shape"])
+    # parity on the first ``samples`` test images; int8's accuracy on the whole test set
+    x_test, y_test, x_train = real_inputs(recipe, data_dir, test=10**9 if int8 else samples,
+                                          train=CALIBRATION_IMAGES if int8 else 0)
+    model = model.eval()
+    baked = bake(model)
+    before = count(baked, shape)
+    removed = prune_dead_units(baked) if prune else 0
+    proto = onnx_export.to_onnx(baked, shape, _metadata(recipe, data_info, source, source_sha256, prune))
+    check = onnx_export.parity(proto, model, x_test[:samples])
+    onnx_export.check_parity(check)
+    report = {"path": str(path), "opset": onnx_export.OPSET, "bytes": onnx_export.write_onnx(proto, path),
+              "parity": {**check, "tolerance": onnx_export.PARITY_ATOL}, "before": before,
+              "after": count(baked, shape), "dead_units_removed": removed}
+    if int8:
+        report["int8"] = _int8(proto, path, x_train, x_test, y_test)
+    return report
