@@ -158,6 +158,71 @@ def search(
         out_console.print(_summary_table(summary))
 
 
+# --------------------------------------------------------------------------- sweep / plot
+
+
+@app.command()
+@_guard
+def sweep(
+    recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]", help="YAML recipe; omitted: the quick start."),
+    grid: list[str] = typer.Option(..., "--grid", "-g", metavar="KEY=V1,V2",
+                                   help="Values of one recipe key (repeatable; the sweep runs the cross product)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override for every point."),
+    out: Path = typer.Option(Path("sweeps/sweep"), "--out", "-o", help="Sweep folder (runs/, results.csv, figures)."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the figures at the end (needs matplotlib)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Run a grid of searches (resumable: finished points are skipped), write results.csv and figures."""
+    from .plot import PlotError, draw
+    from .progress import SearchDisplay
+    from .runtime import keep_freed_memory
+    from .sweep import parse_grid, run_sweep
+
+    keep_freed_memory()
+    shown = not quiet and not as_json
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if kind in ("point", "point_skipped") and shown:
+            state = "done already, skipped" if kind == "point_skipped" else "running"
+            err_console.print(f"[bold]point {info['index'] + 1}/{info['total']}[/bold] {' '.join(info['point'])}: {state}",
+                              highlight=False)
+        if kind == "start" and display.task is not None:  # a new search: a fresh bar
+            display.progress.remove_task(display.task)
+            display.task = None
+        display.handle(kind, info)
+
+    with _StopFlag() as stop, SearchDisplay(err_console, enabled=shown) as display:
+        report = run_sweep(recipe_path, parse_grid(grid), out, overrides=overrides, on_event=on_event, should_stop=stop)
+    if plot:
+        try:
+            report["figures"] = draw(report["results"], out)
+        except PlotError as err:
+            report["figures"], report["plot_error"] = [], str(err)
+    if as_json:
+        _print_json(report)
+        return
+    out_console.print(f"{report['ran']} run, {report['skipped']} skipped of {report['points']} points; "
+                      f"{report['rows']} runs in {report['results']}", highlight=False)
+    for figure in report.get("figures", []):
+        out_console.print(f"figure: {figure}", highlight=False)
+    if report.get("plot_error"):
+        err_console.print(f"[yellow]note:[/yellow] {report['plot_error']}", highlight=False)
+
+
+@app.command("plot")
+@_guard
+def plot_command(
+    results: Path = typer.Argument(..., metavar="RESULTS_CSV", help="A results.csv written by popcli sweep."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files [default: beside the CSV]."),
+) -> None:
+    """Redraw a sweep's figures (accuracy vs % weights kept, vs width, vs parameter count)."""
+    from .plot import draw
+
+    for figure in draw(results, out):
+        out_console.print(f"figure: {figure}", highlight=False)
+
+
 # --------------------------------------------------------------------------- export / inspect
 
 

@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["edge-popup", "dense"] = "edge-popup"
+    method: Literal["edge-popup", "supermask", "dense"] = "edge-popup"  # supermask: Zhou et al. 2019
     density: float = 0.5  # fraction of weights KEPT per layer
     global_topk: bool = False  # one top-k across all masked layers instead of per layer
     dense_first: bool = False  # keep the first layer dense (trained weights, not masked)

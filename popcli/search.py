@@ -27,7 +27,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import PopcliError, RunError, TrainingDiverged
-from .models import build_model, count_params, regenerate_weights
+from .models import build_model, count_params, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
 from .recipe import Recipe, dump, from_dict
@@ -128,6 +128,7 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
             return False
         start = time.perf_counter()
         set_learning_rate(job.optimizer, learning_rate(cfg, prog.global_step, job.total_steps, steps))
+        set_step(job.model, prog.global_step)  # the supermask draws of this step
         loss_sum, correct = _train_step(job, x, y)
         loss_value = float(loss_sum)  # syncs; needed every step for the NaN check and progress
         _check_finite(loss_value, prog, cfg.lr)
@@ -238,7 +239,7 @@ def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_sto
 
 def _verify_weights(job: Job) -> bool:
     """Edge-popup's promise: every masked weight still equals a fresh regeneration, bit for bit."""
-    if job.recipe.search.method != "edge-popup":
+    if job.recipe.search.method == "dense":
         return False
     fresh = regenerate_weights(job.model, job.recipe.seed, job.recipe.model.init, job.recipe.search.density)
     modules = dict(job.model.named_modules())

@@ -105,3 +105,22 @@ def test_converters_bake_mask():
     lin.scores.data.normal_()
     lin.eval()
     assert torch.equal(lin.to_linear()(torch.ones(2, 5)), lin(torch.ones(2, 5)))
+
+
+def test_supermask_layer_gradient_and_found_mask():
+    layer = SubnetLinear(3, 2, density=0.5)
+    layer.sampled = True
+    layer.weight.data = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    layer.scores.data = torch.tensor([[0.1, -0.9, 0.3], [0.5, -0.2, 0.05]])
+    layer.mask_sample = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    x = torch.tensor([[1.0, 10.0, 100.0]])
+    y = layer(x)
+    assert torch.equal(y, torch.tensor([[1.0 + 300.0, 50.0 + 600.0]]))  # the sample, not a top-k
+    y.backward(torch.tensor([[1.0, 2.0]]))
+    p = torch.sigmoid(layer.scores.detach())
+    expected = torch.tensor([[1.0], [2.0]]) * x * layer.weight.detach() * p * (1 - p)
+    torch.testing.assert_close(layer.scores.grad, expected)
+    # the found subnetwork keeps the largest scores (largest sigmoid(s)), signed: 0.5, 0.3, 0.1
+    assert layer.mask().tolist() == [[True, False, True], [True, False, False]]
+    layer.eval()
+    assert torch.equal(layer(x), torch.tensor([[1.0 + 300.0, 4.0]]))

@@ -10,6 +10,8 @@ Training, data and artifacts live elsewhere (search.py, artifact.py).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -34,13 +36,15 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def init_weights(model: nn.Module, seed: int, init: str, density: float) -> None:
     """Every Conv2d/Linear weight := ``rng.generate_weight(seed, name, shape, init, density)``;
-    subnet scores := ``reset_scores`` from the ``("scores", name)`` stream of ``seed``."""
+    subnet scores := ``reset_scores`` from the ``("scores", name)`` stream of ``seed`` (around
+    logit(density) for supermask layers, so that they start keeping about ``density``)."""
+    center = math.log(density / (1 - density)) if 0 < density < 1 else 0.0
     for name, layer in weight_layers(model):
         weight = rng.generate_weight(seed, name, layer.weight.shape, init, density)
         with torch.no_grad():
             layer.weight.copy_(weight)
         if isinstance(layer, SubnetMixin):
-            layer.reset_scores(rng.torch_generator(seed, "scores", name))
+            layer.reset_scores(rng.torch_generator(seed, "scores", name), center if layer.sampled else 0.0)
 
 
 def regenerate_weights(model: nn.Module, seed: int, init: str, density: float) -> dict[str, torch.Tensor]:
@@ -94,6 +98,33 @@ class GlobalTopK:
         self.refresh(model, force=model.training)
 
 
+class SupermaskSampler:
+    """Forward pre-hook on the root: before each training forward, every supermask layer's
+    ``mask_sample`` := Bernoulli(sigmoid(scores)), drawn on the CPU from the generator of
+    (seed, "supermask", step). ``step`` is set by the search (``set_step``) so that a resumed
+    run draws exactly the masks an uninterrupted one would."""
+
+    def __init__(self, seed: int):
+        self.seed, self.step = seed, 0
+
+    def __call__(self, model: nn.Module, args) -> None:
+        if not model.training:
+            return
+        gen = rng.torch_generator(self.seed, "supermask", self.step)
+        for _, layer in masked_layers(model):
+            if layer.sampled:
+                u = torch.rand(layer.scores.shape, generator=gen).to(layer.scores.device)
+                with torch.no_grad():
+                    layer.mask_sample = (u < torch.sigmoid(layer.scores)).to(layer.weight.dtype)
+
+
+def set_step(model: nn.Module, step: int) -> None:
+    """Tell the model's step-dependent hooks (the supermask sampler) which training step is next."""
+    sampler = getattr(model, "_popcli_supermask", None)
+    if sampler is not None:
+        sampler.step = step
+
+
 def enable_global_topk(model: nn.Module, density: float) -> GlobalTopK:
     """Rank all subnet layers of ``model`` together from now on (see GlobalTopK)."""
     if getattr(model, "_popcli_global_topk", None) is not None:
@@ -135,26 +166,30 @@ def _keep_dense(model: nn.Module, first: bool, last: bool) -> nn.Module:
 
 def init_density(search_cfg: SearchConfig) -> float:
     """The density the weights are drawn with (scaled_* inits): the search's, 1 for dense training."""
-    return search_cfg.density if search_cfg.method == "edge-popup" else 1.0
+    return 1.0 if search_cfg.method == "dense" else search_cfg.density
 
 
 def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
                        num_classes: int) -> nn.Module:
-    """The recipe's layers with zero weights and scores (no random draws, no global top-k hook).
+    """The recipe's layers with zero weights and scores (no random draws, no hooks).
 
-    method "edge-popup": subnet layers at ``search_cfg.density``; "dense": the same architecture
-    with plain trainable bias-free layers. ``search_cfg.dense_first`` / ``dense_last`` applied.
+    method "edge-popup": subnet layers at ``search_cfg.density``; "supermask": the same layers in
+    sampled mode; "dense": the same architecture with plain trainable bias-free layers.
+    ``search_cfg.dense_first`` / ``dense_last`` applied.
     """
-    if search_cfg.method not in ("edge-popup", "dense"):
-        raise ModelError(f"unknown search.method {search_cfg.method!r}; use 'edge-popup' or 'dense'")
-    popup = search_cfg.method == "edge-popup"
-    if popup and not 0.0 < search_cfg.density <= 1.0:
+    if search_cfg.method not in ("edge-popup", "supermask", "dense"):
+        raise ModelError(f"unknown search.method {search_cfg.method!r}; use edge-popup, supermask or dense")
+    masked = search_cfg.method != "dense"
+    if masked and not 0.0 < search_cfg.density <= 1.0:
         raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
     builder = get_model_builder(model_cfg.arch)
     model = builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=model_cfg.width,
                     hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm,
-                    **layer_factories(search_cfg.density if popup else None))
-    return _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
+                    **layer_factories(search_cfg.density if masked else None))
+    model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
+    for _, layer in masked_layers(model):
+        layer.sampled = search_cfg.method == "supermask"
+    return model
 
 
 def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels: int, image_size: int,
@@ -162,16 +197,20 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
     """The recipe's model with its portable random weights, ready to search (CPU, train mode).
 
     ``build_architecture``, then weights from the portable generator (drawn with
-    ``init_density``) and scores from the seed, then the global top-k hook if the recipe asks.
+    ``init_density``) and scores from the seed, then the hooks the recipe needs: global top-k
+    (edge-popup with ``search.global_topk``) or the supermask sampler.
     """
     model = build_architecture(model_cfg, search_cfg, in_channels=in_channels, image_size=image_size,
                                num_classes=num_classes)
     init_weights(model, seed, model_cfg.init, init_density(search_cfg))
     if search_cfg.method == "edge-popup" and search_cfg.global_topk:
         enable_global_topk(model, search_cfg.density)
+    if search_cfg.method == "supermask":
+        model._popcli_supermask = SupermaskSampler(seed)  # a plain attribute: not in state_dict
+        model.register_forward_pre_hook(model._popcli_supermask)
     return model.train()
 
 
-__all__ = ["GlobalTopK", "build_architecture", "build_model", "count_params", "enable_global_topk", "get_model_builder",
+__all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "set_step", "count_params", "enable_global_topk", "get_model_builder",
            "init_density", "init_weights", "layer_factories", "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights",
            "register_model", "weight_layers"]

@@ -39,8 +39,30 @@ class _StraightThroughMask(torch.autograd.Function):
         return None, grad_scores, None
 
 
+class _SampledMask(torch.autograd.Function):
+    """Supermask (Zhou et al. 2019): w_eff = w * m, m ~ Bernoulli(sigmoid(s)) drawn outside;
+    straight-through d m / d sigmoid(s) := 1, so grad_s = grad_w_eff * w * sigmoid'(s)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, scores)
+        return weight * sample
+
+    @staticmethod
+    def backward(ctx, grad_effective: torch.Tensor):
+        weight, scores = ctx.saved_tensors
+        p = torch.sigmoid(scores)
+        return None, grad_effective * weight * p * (1 - p), None
+
+
 class SubnetMixin:
-    """Shared state of the subnet layers: ``scores``, ``density`` and the mask cache."""
+    """Shared state of the subnet layers: ``scores``, ``density`` and the mask cache.
+
+    ``sampled`` switches a layer to Zhou et al.'s supermask: in training its forward multiplies
+    by ``mask_sample`` (a Bernoulli(sigmoid(s)) draw that ``models.SupermaskSampler`` sets before
+    each step); its found mask (``mask()``, used in eval and by artifacts) keeps the ``density``
+    fraction of largest scores, i.e. of largest sigmoid(s), at the density edge-popup would keep.
+    """
 
     weight: nn.Parameter
     scores: nn.Parameter
@@ -56,6 +78,8 @@ class SubnetMixin:
         self._mask_cache: dict[torch.dtype, torch.Tensor] = {}  # eval mode: {dtype: mask}
         self._cache_key: tuple | None = None  # the scores' (version, storage, device) it is valid for
         self._tracker = ThresholdTracker()  # last training threshold: brackets the next selection
+        self.sampled = False  # supermask mode (see the class docstring)
+        self.mask_sample: torch.Tensor | None = None  # supermask: this step's Bernoulli draw
         nn.init.zeros_(self.scores)
 
     def reset_parameters(self) -> None:
@@ -63,23 +87,28 @@ class SubnetMixin:
         generator fills the weight afterwards (models.init_weights)."""
         nn.init.zeros_(self.weight)
 
-    def reset_scores(self, generator: torch.Generator | None = None) -> None:
-        """Scores ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
+    def reset_scores(self, generator: torch.Generator | None = None, center: float = 0.0) -> None:
+        """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
         fan_in = self.weight[0].numel()
         bound = 1.0 / math.sqrt(fan_in)
-        values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator)
+        values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator) + center
         with torch.no_grad():
             self.scores.copy_(values)
 
     def mask(self) -> torch.Tensor:
-        """Boolean keep-mask of the weight's shape (cached while in eval mode)."""
-        return self._mask(torch.bool)
+        """Boolean keep-mask of the weight's shape: the found subnetwork (cached in eval mode)."""
+        return self._mask(torch.bool, sample=False)
 
-    def _mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """The keep-mask as ``dtype``: recomputed in training, cached in eval until the scores change."""
+    def _mask(self, dtype: torch.dtype, sample: bool = True) -> torch.Tensor:
+        """The keep-mask as ``dtype``: recomputed in training (a supermask's forward uses its
+        sample), cached while the scores do not change otherwise."""
         if self.mask_override is not None:
             return self.mask_override.to(dtype)
-        if self.training:
+        if self.training and self.sampled and sample:
+            if self.mask_sample is None:
+                raise RuntimeError("a supermask layer trains on a sampled mask; build it with popcli.models.build_model")
+            return self.mask_sample.to(dtype)
+        if self.training and not self.sampled:
             self._mask_cache.clear()
             return topk_mask(self.scores, self.density, dtype, self._tracker)
         key = (self.scores._version, self.scores.data_ptr(), self.scores.device, self.density)
@@ -87,13 +116,15 @@ class SubnetMixin:
             self._mask_cache.clear()
             self._cache_key = key
         if torch.bool not in self._mask_cache:
-            self._mask_cache[torch.bool] = topk_mask(self.scores, self.density)
+            self._mask_cache[torch.bool] = topk_mask(self.scores, self.density, signed=self.sampled)
         if dtype not in self._mask_cache:
             self._mask_cache[dtype] = self._mask_cache[torch.bool].to(dtype)
         return self._mask_cache[dtype]
 
     def effective_weight(self) -> torch.Tensor:
         """w * mask, differentiable in the scores (straight-through)."""
+        if self.training and self.sampled:
+            return _SampledMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
         if self.training and self.mask_override is None and cpu_kernels.usable(self.weight, self.scores):
             return FusedStraightThroughMask.apply(self.weight, self.scores, self.density, self._tracker)
         return _StraightThroughMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))

@@ -135,25 +135,31 @@ def _accelerator_mask(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def topk_mask(scores: torch.Tensor, density: float, dtype: torch.dtype = torch.bool,
-              tracker: ThresholdTracker | None = None) -> torch.Tensor:
+              tracker: ThresholdTracker | None = None, signed: bool = False) -> torch.Tensor:
     """Mask of ``scores``' shape keeping the top ``density`` fraction of |scores|: 1 kept, 0 not.
 
     ``dtype=torch.bool`` (default) or a float dtype (what a forward multiplies by: writing it
     directly saves a conversion pass). ``tracker`` speeds up repeated calls on moving scores.
+    ``signed=True`` ranks the scores themselves (a supermask keeps the largest sigmoid(s)); that
+    path is a plain kthvalue, meant for the cached evaluation mask.
     """
     n = scores.numel()
     k = kept_count(n, density)
     if k >= n:
         return torch.ones_like(scores, dtype=dtype)
-    if scores.device.type != "cpu":
-        return _accelerator_mask(scores.detach().abs().flatten().float(), k).to(dtype).view_as(scores)
-    t, greater, equal = cpu_threshold(scores, k, tracker)
-    flat = scores.detach().abs().flatten().float()
-    if greater + equal == k:  # the common case: no surplus ties, the mask is |s| >= t
-        return torch.ge(flat, t, out=torch.empty(flat.shape, dtype=dtype)).view_as(scores)
+    flat = scores.detach().flatten().float()
+    if signed:
+        t = float(torch.kthvalue(flat.cpu(), n - k + 1).values)
+        greater, equal = int(torch.count_nonzero(flat > t)), int(torch.count_nonzero(flat == t))
+    elif scores.device.type != "cpu":
+        return _accelerator_mask(flat.abs(), k).to(dtype).view_as(scores)
+    else:
+        t, greater, equal = cpu_threshold(scores, k, tracker)
+        flat = flat.abs()
+    if greater + equal == k:  # the common case: no surplus ties, the mask is s >= t
+        return torch.ge(flat, t, out=torch.empty(flat.shape, dtype=dtype, device=flat.device)).view_as(scores)
     mask = flat > t  # surplus ties at t: keep the first (k - #greater) of them by flat index
-    ties = torch.from_numpy(np.flatnonzero(flat.numpy() == np.float32(t))[: k - greater])
-    mask[ties] = True
+    mask[torch.nonzero(flat == t).flatten()[: k - greater]] = True
     return mask.to(dtype).view_as(scores)
 
 
