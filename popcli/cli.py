@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -113,7 +114,8 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         ("weights kept", f"{summary['params_kept']:,} of {summary['params_total']:,} ({summary['kept_fraction'] * 100:.1f}%)"),
         ("steps / epochs", f"{summary['steps']} / {summary['epochs']:g}"),
         ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"),
-        ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"),
+        ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"
+                      + (f" x {summary['world_size']} processes" if summary.get("world_size", 1) > 1 else "")),
         ("weights unchanged", "verified" if summary["weights_verified"] else "n/a (dense training)"),
         ("run folder", summary["run_dir"]),
     ]
@@ -150,8 +152,11 @@ def search(
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
     run_dir = out or _default_run_dir(recipe)
-    with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet) as display:
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
+    with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
         summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+    if not main_rank:
+        return
     if as_json:
         _print_json(summary)
     else:

@@ -67,7 +67,9 @@ class SearchConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 with a loss scaler (CPU: ignored)
+    channels_last: bool = True  # NHWC memory layout for conv models on CUDA (faster tensor-core convs)
+    compile: bool = False  # torch.compile the model (long first steps; pays off on long GPU runs)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, distributed
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import PopcliError, RunError, TrainingDiverged
@@ -64,12 +65,14 @@ class Job:
     run_dir: Path
     runtime: Runtime
     splits: Splits
-    model: torch.nn.Module
+    model: torch.nn.Module  # the model itself (state dicts, masks, artifacts)
+    net: torch.nn.Module  # what training calls: the model, or it wrapped by DDP / torch.compile
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     total_steps: int
     on_event: EventHandler
     should_stop: Callable[[], bool]
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
     last_metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,8 +80,10 @@ class Job:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (fraction) of ``model`` over ``loader``."""
+def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = None,
+             dist: distributed.Dist | None = None) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (fraction) of ``model`` over ``loader`` (summed
+    over ranks under torch.distributed, each of which evaluates its share)."""
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -89,6 +94,8 @@ def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = N
         correct += int((logits.argmax(1) == y).sum())
         seen += y.numel()
     model.train(was_training)
+    if dist is not None:
+        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
     return {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
 
 
@@ -99,7 +106,7 @@ def _train_step(job: Job, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
     """One optimizer step; returns (summed loss, correct count) as tensors (no sync)."""
     cfg = job.recipe.search
     with job.runtime.autocast():
-        logits = job.model(x)
+        logits = job.net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
     job.optimizer.zero_grad(set_to_none=True)
     if job.scaler is not None:
@@ -130,18 +137,20 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         set_learning_rate(job.optimizer, learning_rate(cfg, prog.global_step, job.total_steps, steps))
         set_step(job.model, prog.global_step)  # the supermask draws of this step
         loss_sum, correct = _train_step(job, x, y)
-        loss_value = float(loss_sum)  # syncs; needed every step for the NaN check and progress
+        # one sync per step (NaN check, progress); under torch.distributed an all-reduce makes
+        # every rank see the global batch's figures
+        loss_value, hits, count = job.dist.sum([float(loss_sum), float(correct), y.numel()])
         _check_finite(loss_value, prog, cfg.lr)
         prog.step_times.append(time.perf_counter() - start)
         prog.loss_sum += loss_value
-        prog.correct += int(correct)
-        prog.seen += y.numel()
+        prog.correct += int(hits)
+        prog.seen += int(count)
         prog.global_step += 1
         prog.step_in_epoch += 1
         job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
-                              "loss": loss_value / y.numel(), "acc": prog.correct / prog.seen,
-                              "images_per_s": y.numel() / prog.step_times[-1]})
-        if job.should_stop():
+                              "loss": loss_value / count, "acc": prog.correct / prog.seen,
+                              "images_per_s": count / prog.step_times[-1]})
+        if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
             _save(job, prog, "last.pt")
             raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
                                     f"Resume with: popcli search --resume --out {job.run_dir}")
@@ -160,10 +169,11 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
         "train_loss": prog.loss_sum / max(1, prog.seen), "train_acc": prog.correct / max(1, prog.seen),
     }
     if job.splits.val is not None:
-        record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime)["acc"]
-    test = evaluate(job.model, job.splits.test, job.runtime)
+        record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
+    test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
     record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
-    ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
+    if job.dist.main:
+        ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
     job.last_metrics = record
     if complete:
         prog.epoch, prog.step_in_epoch = prog.epoch + 1, 0
@@ -181,6 +191,10 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
 
 
 def _save(job: Job, prog: Progress, name: str) -> None:
+    """Write a checkpoint (rank 0), after every rank confirmed it holds the same masks."""
+    job.dist.check_same(distributed.masks_digest(job.model), "masks")
+    if not job.dist.main:
+        return
     state = {
         "model": job.model.state_dict(),
         "optimizer": job.optimizer.state_dict(),
@@ -196,7 +210,8 @@ def _save(job: Job, prog: Progress, name: str) -> None:
 
 
 def _restore(job: Job, prog: Progress) -> None:
-    state = ckpt.load_checkpoint(job.run_dir / "last.pt", map_location=job.runtime.device)
+    """Load last.pt on rank 0 and hand it to every rank (no shared filesystem needed)."""
+    state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt") if job.dist.main else None)
     saved = from_dict(state["recipe"])
     for section in ("seed", "model", "data", "search"):
         a, b = getattr(saved, section), getattr(job.recipe, section)
@@ -222,19 +237,29 @@ def _restore(job: Job, prog: Progress) -> None:
 
 def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool]) -> Job:
     cfg = recipe.search
-    runtime = make_runtime(cfg.device, cfg.amp, cfg.threads)
-    splits = load_data(recipe.data, recipe.seed, runtime.device)
+    dist, device = distributed.setup(cfg.device)
+    runtime = make_runtime(device, cfg.amp, cfg.threads)
+    splits = load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
     channels, height, _ = splits.info.shape
     model = build_model(recipe.model, cfg, in_channels=channels, image_size=height,
                         num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    if cfg.channels_last and runtime.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     params = trainable_parameters(model)
     if not params:
         raise PopcliError("nothing to train: the model has no scores or trainable weights")
+    net = model
+    if dist.world > 1:  # gradients of the scores (and dense weights) all-reduced every step
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
+                                                        if runtime.device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     total = cfg.epochs * len(splits.train)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps) if cfg.epochs else cfg.max_steps
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
-    return Job(recipe, run_dir, runtime, splits, model, make_optimizer(params, cfg), scaler, total, on_event, should_stop)
+    return Job(recipe, run_dir, runtime, splits, model, net, make_optimizer(params, cfg), scaler, total,
+               on_event if dist.main else (lambda kind, info: None), should_stop, dist)
 
 
 def _verify_weights(job: Job) -> bool:
@@ -262,7 +287,8 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
         "init": recipe.model.init, "dataset": info.name, "epochs": prog.global_step / max(1, len(job.splits.train)),
         "steps": prog.global_step,
         "step_time_ms": step_s * 1e3, "images_per_s": recipe.data.batch_size / step_s,
-        "wall_s": wall_s, "device": job.runtime.describe(), "weights_verified": _verify_weights(job),
+        "wall_s": wall_s, "device": job.runtime.describe(), "world_size": job.dist.world,
+        "weights_verified": _verify_weights(job),
         "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
         "run_dir": str(job.run_dir), "popcli_version": __version__,
     }
@@ -273,12 +299,27 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    ckpt.prepare_run_dir(run_dir, resume=resume, force=force)
+    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 owns the run folder
+        ckpt.prepare_run_dir(run_dir, resume=resume, force=force)
     job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+    try:
+        summary = _run(job, resume, started)
+    except BaseException:
+        distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
+        raise
+    job.dist.barrier()  # every rank finished its collectives before any leaves the group
+    distributed.teardown()
+    return summary
+
+
+def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
+    """The body of ``search``: epochs, checkpoints, summary."""
+    recipe, run_dir = job.recipe, job.run_dir
     prog = Progress()
     if resume:
         _restore(job, prog)
-    ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
+    if job.dist.main:
+        ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
     job.on_event("start", {"total_steps": job.total_steps, "step": prog.global_step, "steps_per_epoch": len(job.splits.train),
                            "epochs": recipe.search.epochs, "device": job.runtime.describe(), "data": job.splits.info})
     final: dict[str, Any] | None = None
@@ -288,8 +329,9 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
         if ended or prog.global_step >= job.total_steps:
             final = _end_epoch(job, prog, epoch_start, complete=ended)
     if final is None:  # resumed a finished run, or zero steps: evaluate what is there
-        final = {"test_acc": evaluate(job.model, job.splits.test, job.runtime)["acc"], "test_loss": None}
+        final = {"test_acc": evaluate(job.model, job.splits.test, job.runtime, job.dist)["acc"], "test_loss": None}
     summary = _summary(job, prog, final, time.perf_counter() - started)
-    ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if job.dist.main:
+        ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     job.on_event("done", summary)
     return summary

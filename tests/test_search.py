@@ -164,3 +164,9 @@ def test_supermask_searches_resumes_and_exports(tmp_path):
     model, _, _, _ = model_from_checkpoint(tmp_path / "straight" / "last.pt")
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(popcli.load(tmp_path / "s.safetensors")(x), model(x))
+
+
+@pytest.mark.slow
+def test_torch_compile_option(tmp_path):
+    summary = search(make("search.epochs=2", "search.compile=true"), tmp_path / "run")
+    assert summary["weights_verified"] and summary["test_acc"] > 0.4

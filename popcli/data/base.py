@@ -31,11 +31,35 @@ class DatasetInfo:
 
 
 class Loader(ABC):
-    """Batches of one split. Train loaders shuffle and augment; eval loaders keep order."""
+    """Batches of one split. Train loaders shuffle and augment; eval loaders keep order.
+
+    Under torch.distributed (``set_shard(rank, world)``) a train loader yields this rank's slice
+    of every global batch (``batch_size`` stays the global batch: the same recipe trains the
+    same way on any number of processes), and an eval loader every world-th batch.
+    """
 
     batch_size: int
     num_samples: int
     train: bool
+    rank: int = 0
+    world: int = 1
+
+    def set_shard(self, rank: int, world: int) -> None:
+        if world > 1 and self.train and self.batch_size % world:
+            raise DataError(f"data.batch_size={self.batch_size} does not split over {world} processes; use a multiple "
+                            f"of {world} (it is the global batch)")
+        self.rank, self.world = rank, world
+
+    def _mine(self, step: int) -> bool:
+        """Whether this rank evaluates batch ``step`` (eval loaders)."""
+        return self.train or step % self.world == self.rank
+
+    def _local(self, rows):
+        """This rank's contiguous part of a global batch's rows (train loaders)."""
+        if not self.train or self.world == 1:
+            return rows
+        n = len(rows)
+        return rows[n * self.rank // self.world:n * (self.rank + 1) // self.world]
 
     def __len__(self) -> int:
         """Batches per epoch: train drops a last partial batch if there is a full one."""

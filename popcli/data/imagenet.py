@@ -98,8 +98,10 @@ class ImageFolderLoader(Loader):
         order = torch.randperm(n, generator=torch_generator(self.seed, "order", epoch)).tolist() if self.train else range(n)
         keys = []
         for step in range(start_step, len(self)):
-            lo, hi = step * size, min((step + 1) * size, n)
-            keys.append([(order[k], (self.seed, "augment", epoch, step, k - lo) if self.augment else None) for k in range(lo, hi)])
+            if self._mine(step):
+                lo, hi = step * size, min((step + 1) * size, n)
+                keys.append(self._local([(order[k], (self.seed, "augment", epoch, step, k - lo) if self.augment else None)
+                                         for k in range(lo, hi)]))
         return keys
 
     def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -125,10 +125,13 @@ def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
     return Splits(train, val, test, info)
 
 
-def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Splits:
-    """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``."""
+def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Splits:
+    """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``.
+    ``shard`` = (rank, world) under torch.distributed (see ``Loader.set_shard``)."""
     if cfg.dataset not in DATASETS:
         raise DataError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
-    if cfg.dataset == "imagenet":
-        return _imagenet(cfg, seed, device)
-    return _in_memory(cfg, seed, device)
+    splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)
+    for loader in (splits.train, splits.val, splits.test):
+        if loader is not None:
+            loader.set_shard(*shard)
+    return splits

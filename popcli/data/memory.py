@@ -95,12 +95,14 @@ class TensorLoader(Loader):
         order = self._order(epoch)
         size = self.batch_size
         for step in range(start_step, len(self)):
+            if not self._mine(step):
+                continue
             lo, hi = step * size, min((step + 1) * size, self.num_samples)
             if order is None:
                 x, y = self.images[lo:hi], self.labels[lo:hi]  # eval: views, in order
             else:
                 idx = order[lo:hi]
                 x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
-            if self.augment.active:
+            if self.augment.active:  # drawn for the global batch: every rank count sees the same batches
                 x = crop_flip(x, self.augment, torch_generator(self.seed, "augment", epoch, step))
-            yield x.float() * self._scale - self._shift, y
+            yield self._local(x).float() * self._scale - self._shift, self._local(y)

@@ -121,6 +121,7 @@ class SubnetMixin:
             self._mask_cache[dtype] = self._mask_cache[torch.bool].to(dtype)
         return self._mask_cache[dtype]
 
+    @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
         """w * mask, differentiable in the scores (straight-through)."""
         if self.training and self.sampled:
