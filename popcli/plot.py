@@ -62,6 +62,18 @@ def _pyplot():
     return plt
 
 
+def _finish(ax, *, xlabel: str, title: str) -> None:
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _density_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
     panels = sorted({(r["model.arch"], r["model.width"]) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
@@ -78,12 +90,8 @@ def _density_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
             if r["search.method"] == "dense":
                 ax.axhline(100 * r["test_acc"], color="black", linestyle="--", linewidth=1,
                            label=f"dense (learned weights), {r['model.init']}")
-        ax.set(xlabel="% of weights kept", ylabel="test accuracy (%)", title=f"{arch}, width {width:g}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        _finish(ax, xlabel="% of weights kept", title=f"{arch}, width {width:g}")
+    _save(plt, fig, path)
 
 
 def _width_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
@@ -96,12 +104,8 @@ def _width_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
     for label, xy in sorted(lines.items()):
         xs, ys = zip(*sorted(xy))
         ax.plot(xs, ys, marker="o", linestyle="--" if label.startswith("dense") else "-", label=label)
-    ax.set(xlabel="width multiplier", ylabel="test accuracy (%)", title="accuracy against width")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(ax, xlabel="width multiplier", title="accuracy against width")
+    _save(plt, fig, path)
 
 
 def _params_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
@@ -110,12 +114,9 @@ def _params_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
         here = [r for r in rows if r["model.width"] == width and r["search.method"] != "dense"]
         if here:
             ax.scatter([r["params_kept"] for r in here], [100 * r["test_acc"] for r in here], label=f"width {width:g}")
-    ax.set(xscale="log", xlabel="weights kept", ylabel="test accuracy (%)", title="accuracy at a parameter count")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_xscale("log")
+    _finish(ax, xlabel="weights kept", title="accuracy at a parameter count")
+    _save(plt, fig, path)
 
 
 def draw(results: str | Path, out: str | Path | None = None) -> list[str]:
