@@ -57,3 +57,14 @@ def test_bad_files(tmp_path):
     bad.write_text("model:\n  archh: conv4\n")
     with pytest.raises(RecipeError, match="model.archh"):
         recipes.load(bad)
+
+
+def test_every_shipped_recipe_loads():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "recipes"
+    shipped = sorted(folder.glob("*.yaml"))
+    assert len(shipped) >= 8
+    for path in shipped:
+        recipe = recipes.load(path)
+        assert recipe.model.arch and 0 < recipe.search.density <= 1, path
