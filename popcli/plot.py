@@ -62,6 +62,19 @@ def _pyplot():
     return plt
 
 
+def _clip_low(ax, main_values: list[float], margin: float = 4.0) -> None:
+    """Keep the y axis on the main curves: points far below are marked at the bottom with their value."""
+    if not main_values:
+        return
+    bottom = min(main_values) - margin
+    for line in ax.get_lines():
+        for x, y in zip(*line.get_data()):
+            if y < bottom:
+                ax.annotate(f"{y:.1f}%", (x, bottom), xytext=(0, 6), textcoords="offset points", fontsize=7,
+                            ha="center", color=line.get_color(), arrowprops={"arrowstyle": "->", "color": line.get_color()})
+    ax.set_ylim(bottom=bottom)
+
+
 def _finish(ax, *, xlabel: str, title: str) -> None:
     ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
@@ -86,10 +99,11 @@ def _density_figure(plt, rows: list[dict[str, Any]], path: Path) -> None:
         for (method, init), xy in sorted(lines.items()):
             xs, ys = zip(*sorted(xy))
             ax.plot(xs, ys, marker="o", linestyle="-" if method == "edge-popup" else ":", label=f"{method}, {init}")
-        for r in here:
-            if r["search.method"] == "dense":
-                ax.axhline(100 * r["test_acc"], color="black", linestyle="--", linewidth=1,
-                           label=f"dense (learned weights), {r['model.init']}")
+        dense = [r for r in here if r["search.method"] == "dense"]
+        for r, style in zip(dense, ("--", "-.", ":", (0, (5, 1)))):
+            ax.axhline(100 * r["test_acc"], color="black", linestyle=style, linewidth=1,
+                       label=f"dense (learned weights), {r['model.init']}")
+        _clip_low(ax, [100 * r["test_acc"] for r in here if r["search.method"] != "supermask"])
         _finish(ax, xlabel="% of weights kept", title=f"{arch}, width {width:g}")
     _save(plt, fig, path)
 
