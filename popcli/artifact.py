@@ -265,8 +265,8 @@ def _data_info(art: Artifact) -> tuple[int, int, int]:
     return channels, height, classes
 
 
-def masks(art: Artifact, dtype: type = np.bool_) -> list[np.ndarray]:
-    """The decoded masks [numel] of the masked layers (bool, or float32 0/1), kept counts checked."""
+def masks(art: Artifact) -> list[np.ndarray]:
+    """The decoded bool masks [numel] of the masked layers, kept counts checked."""
     if not art.layers:
         return []
     data = art.tensors.get(MASKS)
@@ -274,7 +274,7 @@ def masks(art: Artifact, dtype: type = np.bool_) -> list[np.ndarray]:
         raise ArtifactError(f"{art.path}: no {MASKS!r} tensor (corrupt artifact)")
     sizes = [r.numel for r in art.layers]
     try:
-        bits, ones = codecs.decode(data, sizes, [r.kept for r in art.layers], art.codec, dtype)
+        bits, ones = codecs.decode(data, sizes, [r.kept for r in art.layers], art.codec)
     except codecs.CodecError as err:
         raise ArtifactError(f"{art.path}: masks: {err}") from None
     for record, count in zip(art.layers, ones):
@@ -314,9 +314,9 @@ def _start(art: Artifact, pool: ThreadPoolExecutor) -> tuple[Future, list[Future
     """Submit the mask decoding and each layer's regeneration + checksum (largest layers first).
 
     The C kernels, numpy and hashlib release the GIL, so the two workers run in parallel.
-    Returns (future of the float32 0/1 masks, futures of the verified weights in layer order).
+    Returns (future of the bool masks, futures of the verified weights in layer order).
     """
-    decoded = pool.submit(masks, art, np.float32)  # a loaded layer's scores are its mask: float32 0/1
+    decoded = pool.submit(masks, art)
     weights: dict[int, Future] = {}
     for i in sorted(range(len(art.layers)), key=lambda i: -art.layers[i].numel):
         weights[i] = pool.submit(regenerate, art, art.layers[i], 1)
@@ -350,10 +350,7 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     layers = _check_structure(model, art)
     for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
         layer.weight = nn.Parameter(weight.result(), requires_grad=False)
-        # the file stores no scores: scores := mask (1 kept, 0 not) at density kept/n selects exactly
-        # this mask again (the kept count of kept/n is kept)
-        layer.scores = nn.Parameter(torch.from_numpy(mask).view(record.shape))
-        layer.density = record.kept / record.numel
+        layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
     return model
 
 
@@ -376,8 +373,9 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
 
-    Subnet layers keep their structure (``layer.mask()`` is the stored mask); logits equal the
-    searched model's bit for bit on the same device and torch version.
+    Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
+    ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
+    device and torch version. To train further, resume the search's checkpoint instead.
     """
     art = read(path)
     pool = ThreadPoolExecutor(max_workers=2)

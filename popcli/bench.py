@@ -89,9 +89,7 @@ def _unmasked(model: torch.nn.Module) -> torch.nn.Module:
     dense = copy.deepcopy(model)
     for module in dense.modules():
         if isinstance(module, SubnetMixin):
-            with torch.no_grad():
-                module.scores.fill_(1.0)
-            module.density = 1.0
+            module.fix_mask(torch.ones_like(module.weight, dtype=torch.bool))
     return dense.eval()
 
 

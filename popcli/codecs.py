@@ -124,7 +124,7 @@ def _rans_decode(data: np.ndarray, n: int, freqs: _Frequencies) -> np.ndarray:
     return out
 
 
-def _rans_decode_c(lib, data: np.ndarray, n: int, freqs: _Frequencies, dtype: np.dtype) -> tuple[np.ndarray, list[int]]:
+def _rans_decode_c(lib, data: np.ndarray, n: int, freqs: _Frequencies) -> tuple[np.ndarray, list[int]]:
     """``_rans_decode`` by popcli/kernels/rans.c (the same arithmetic, one symbol at a time), which
     also counts each layer's kept weights."""
     if data.size % 2:
@@ -134,14 +134,14 @@ def _rans_decode_c(lib, data: np.ndarray, n: int, freqs: _Frequencies, dtype: np
     f1 = np.asarray(freqs.f1, dtype=np.uint32)
     ones = np.zeros(f1.size, dtype=np.int64)
     # torch's allocator: numpy asks for huge pages on large arrays, whose first touch can stall for ms
-    out = torch.empty(n, dtype=torch.float32 if dtype == np.float32 else torch.uint8).numpy()
+    out = torch.empty(n, dtype=torch.uint8).numpy()
     status = lib.popcli_rans_decode(words.ctypes.data, words.size, n, lanes_for(n), starts.ctypes.data, f1.ctypes.data,
-                                    f1.size, out.ctypes.data, int(out.dtype == np.float32), ones.ctypes.data)
+                                    f1.size, out.ctypes.data, ones.ctypes.data)
     if status == -1:
         raise CodecError("rans stream ended early: the mask data is truncated or corrupt")
     if status != 0:
         raise CodecError("rans stream did not end where it should: the mask data is corrupt")
-    return (out if out.dtype == np.float32 else out.view(np.bool_)), ones.tolist()
+    return out.view(np.bool_), ones.tolist()
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -161,26 +161,24 @@ def encode(bits: np.ndarray, sizes: Sequence[int], codec: str) -> np.ndarray:
     raise ArtifactError(f"unknown mask codec {codec!r}; choose auto or one of: {', '.join(CODECS)}")
 
 
-def decode(data: np.ndarray, sizes: Sequence[int], kept: Sequence[int], codec: str,
-           dtype: type = np.bool_) -> tuple[np.ndarray, list[int]]:
-    """(the concatenated masks [sum(sizes)] as bool, or float32 0/1 with ``dtype=np.float32``;
-    the number of kept weights decoded per layer). CodecError unless ``data`` decodes exactly."""
+def decode(data: np.ndarray, sizes: Sequence[int], kept: Sequence[int], codec: str) -> tuple[np.ndarray, list[int]]:
+    """(the concatenated masks, bool [sum(sizes)]; the number of kept weights decoded per layer).
+    CodecError unless ``data`` decodes exactly."""
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     n = int(sum(sizes))
     if codec == "packbits":
         if data.size != (n + 7) // 8:
             raise CodecError(f"packbits masks hold {data.size} bytes, expected {(n + 7) // 8} for {n} weights")
-        bits = np.unpackbits(data, count=n, bitorder="little")
+        bits = np.unpackbits(data, count=n, bitorder="little").view(np.bool_)
     elif codec == "rans":
         freqs = _Frequencies(sizes, kept)
         lib = kernels.library()
         if lib is not None:
-            return _rans_decode_c(lib, data, n, freqs, np.dtype(dtype))
+            return _rans_decode_c(lib, data, n, freqs)
         bits = _rans_decode(data, n, freqs)
     else:
         raise CodecError(f"unknown mask codec {codec!r} (this popcli knows {', '.join(CODECS)}); upgrade popcli")
-    ones = [int(np.count_nonzero(part)) for part in np.split(bits, np.cumsum(sizes)[:-1])] if sizes else []
-    return (bits.astype(np.float32) if dtype == np.float32 else bits.view(np.bool_)), ones
+    return bits, [int(np.count_nonzero(part)) for part in np.split(bits, np.cumsum(sizes)[:-1])] if sizes else []
 
 
 def encode_best(bits: np.ndarray, sizes: Sequence[int], codec: str = "auto") -> tuple[str, np.ndarray]:

@@ -124,3 +124,19 @@ def test_supermask_layer_gradient_and_found_mask():
     assert layer.mask().tolist() == [[True, False, True], [True, False, False]]
     layer.eval()
     assert torch.equal(layer(x), torch.tensor([[1.0 + 300.0, 4.0]]))
+
+
+def test_fixed_mask_layer():
+    layer = SubnetConv2d(2, 3, 3, padding=1, density=0.5)
+    layer.weight.data.normal_()
+    mask = torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(0)) < 0.3
+    layer.fix_mask(mask, int(mask.sum()))
+    assert torch.equal(layer.mask(), mask) and layer.scores.numel() == 0 and not layer.scores.requires_grad
+    assert layer.density == int(mask.sum()) / mask.numel() and "fixed_mask" not in layer.state_dict()
+    x = torch.randn(1, 2, 5, 5)
+    expected = torch.nn.functional.conv2d(x, layer.weight * mask.float(), padding=1)
+    assert torch.equal(layer(x), expected)
+    layer.train()
+    assert torch.equal(layer(x), expected)  # frozen: training mode selects nothing
+    with pytest.raises(ValueError):
+        layer.fix_mask(mask.float())

@@ -36,7 +36,7 @@ SIGNATURES = {
     "popcli_masked_weight_gather": ([_P, _P, _P, _N, _U32, _U32, _P, _N, ctypes.POINTER(_N), _INT], _N),
     "popcli_score_grad": ([_P, _P, _P, _P, _N, _INT], None),
     "popcli_generate_weights": ([_U64, _U64, _N, _INT, _F32, _P, _INT], None),
-    "popcli_rans_decode": ([_P, _N, _N, _N, _P, _P, _N, _P, _INT, _P], _INT),
+    "popcli_rans_decode": ([_P, _N, _N, _N, _P, _P, _N, _P, _P], _INT),
 }
 
 _lock = threading.Lock()

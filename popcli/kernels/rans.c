@@ -4,8 +4,7 @@
  * words: the stream as 16-bit words; the first 2 * lanes are the lane states (high, low).
  * starts[l] .. starts[l + 1]: the symbols of layer l, whose kept weights have probability
  * f1[l] / 2^16 (symbol 0 owns [0, 2^16 - f1), symbol 1 owns [2^16 - f1, 2^16)).
- * out: uint8 0/1 per symbol, or (as_float) float32 0.0/1.0: a loaded layer's scores are its mask.
- * ones[l]: the number of 1 symbols (kept weights) decoded in layer l.
+ * out: uint8 0/1 per symbol; ones[l]: the number of 1 symbols (kept weights) decoded in layer l.
  * Returns 0, or -1 when the stream ends early, -2 when it does not end exactly where it should.
  */
 #include <stdint.h>
@@ -15,21 +14,15 @@
  * in 32 bits: x < 2^32, f * (x >> 16) + slot < 2^32), then the refills walk the shared stream.
  * Reads past the stream's end are clamped and reported through *overrun. */
 static inline int64_t decode_row(uint32_t *restrict state, int64_t active, uint32_t p1, const uint16_t *restrict words,
-                                 int64_t nwords, int64_t pos, void *restrict out, int as_float, int64_t *ones,
-                                 int *overrun)
+                                 int64_t nwords, int64_t pos, uint8_t *restrict out, int64_t *ones, int *overrun)
 {
     const uint32_t p0 = 65536 - p1;
     int64_t count = 0;
-    uint8_t *bytes = out;
-    uint32_t *floats = out; /* 0x3f800000 = 1.0f */
     for (int64_t j = 0; j < active; j++) {
         uint32_t x = state[j], slot = x & 0xffff;
         uint32_t one = slot >= p0;
         state[j] = (one ? p1 : p0) * (x >> 16) + slot - (one ? p0 : 0);
-        if (as_float)
-            floats[j] = one ? 0x3f800000u : 0u;
-        else
-            bytes[j] = (uint8_t)one;
+        out[j] = (uint8_t)one;
         count += one;
     }
     *ones += count;
@@ -44,9 +37,8 @@ static inline int64_t decode_row(uint32_t *restrict state, int64_t active, uint3
 }
 
 int popcli_rans_decode(const uint16_t *words, int64_t nwords, int64_t n, int64_t lanes, const int64_t *starts,
-                       const uint32_t *f1, int64_t layers, void *out, int as_float, int64_t *ones)
+                       const uint32_t *f1, int64_t layers, uint8_t *out, int64_t *ones)
 {
-    const int64_t width = as_float ? 4 : 1;
     uint32_t state[4096];
     if (lanes < 1 || lanes > 4096 || nwords < 2 * lanes)
         return -1;
@@ -59,15 +51,14 @@ int popcli_rans_decode(const uint16_t *words, int64_t nwords, int64_t n, int64_t
         while (layer + 1 < layers && base >= starts[layer + 1])
             layer++;
         if (layer + 1 >= layers || base + active <= starts[layer + 1]) { /* the whole row in one layer */
-            pos = decode_row(state, active, f1[layer], words, nwords, pos, (char *)out + width * base, as_float,
-                             ones + layer, &overrun);
+            pos = decode_row(state, active, f1[layer], words, nwords, pos, out + base, ones + layer, &overrun);
             continue;
         }
         for (int64_t j = 0; j < active; j++) { /* a row across layer boundaries: one symbol at a time */
             while (layer + 1 < layers && base + j >= starts[layer + 1])
                 layer++;
-            pos = decode_row(state + j, 1, f1[layer], words, nwords, pos, (char *)out + width * (base + j), as_float,
-                             ones + layer, &overrun);
+            pos = decode_row(state + j, 1, f1[layer], words, nwords, pos, out + base + j, ones + layer,
+                             &overrun);
         }
     }
     if (overrun)

@@ -75,7 +75,8 @@ class SubnetMixin:
         self.scores = nn.Parameter(torch.empty_like(self.weight))
         self.density = float(density)
         self.mask_override: torch.Tensor | None = None  # set by global top-k before each forward
-        self._mask_cache: dict[torch.dtype, torch.Tensor] = {}  # eval mode: {dtype: mask}
+        self.register_buffer("fixed_mask", None, persistent=False)  # a loaded subnetwork's mask (fix_mask)
+        self._mask_cache: dict = {}  # eval mode: {dtype: mask}; fixed masks: {(storage, device, dtype): mask}
         self._cache_key: tuple | None = None  # the scores' (version, storage, device) it is valid for
         self._tracker = ThresholdTracker()  # last training threshold: brackets the next selection
         self.sampled = False  # supermask mode (see the class docstring)
@@ -95,6 +96,17 @@ class SubnetMixin:
         with torch.no_grad():
             self.scores.copy_(values)
 
+    def fix_mask(self, mask: torch.Tensor, kept: int | None = None) -> None:
+        """Freeze this layer to ``mask`` (bool, the weight's shape; ``kept``: its count of ones,
+        if known): what a loaded artifact is. The scores are dropped (an artifact has none); the
+        mask moves with the module (a buffer) and ``density`` becomes the kept fraction."""
+        if mask.shape != self.weight.shape or mask.dtype != torch.bool:
+            raise ValueError(f"a fixed mask must be bool of shape {tuple(self.weight.shape)}")
+        self.fixed_mask = mask
+        self.scores = nn.Parameter(torch.empty(0, device=self.weight.device), requires_grad=False)
+        self.density = (int(mask.sum()) if kept is None else kept) / mask.numel()
+        self._mask_cache.clear()
+
     def mask(self) -> torch.Tensor:
         """Boolean keep-mask of the weight's shape: the found subnetwork (cached in eval mode)."""
         return self._mask(torch.bool, sample=False)
@@ -104,6 +116,12 @@ class SubnetMixin:
         sample), cached while the scores do not change otherwise."""
         if self.mask_override is not None:
             return self.mask_override.to(dtype)
+        if self.fixed_mask is not None:
+            key = (self.fixed_mask.data_ptr(), self.fixed_mask.device, dtype)
+            if key not in self._mask_cache:
+                self._mask_cache.clear()
+                self._mask_cache[key] = self.fixed_mask.to(dtype)
+            return self._mask_cache[key]
         if self.training and self.sampled and sample:
             if self.mask_sample is None:
                 raise RuntimeError("a supermask layer trains on a sampled mask; build it with popcli.models.build_model")
@@ -124,6 +142,8 @@ class SubnetMixin:
     @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
         """w * mask, differentiable in the scores (straight-through)."""
+        if self.fixed_mask is not None:  # a loaded subnetwork: no scores to train
+            return self.weight * self._mask(self.weight.dtype)
         if self.training and self.sampled:
             return _SampledMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
         if self.training and self.mask_override is None and cpu_kernels.usable(self.weight, self.scores):
