@@ -25,7 +25,7 @@ from popcli import onnx_export
 from popcli import recipe as recipes
 from popcli.bake import bake
 from popcli.bench import latency, machine
-from popcli.deploy import CALIBRATION_IMAGES, accuracy, real_inputs
+from popcli.bench import CALIBRATION_IMAGES, accuracy, real_inputs
 from popcli.export import export
 from popcli.models import build_model
 from popcli.search import search

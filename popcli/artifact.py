@@ -160,6 +160,15 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
 # --------------------------------------------------------------------------- reading
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts like safetensors (an artifact, or an error saying why not)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(9)[8:9] == b"{"  # 8 bytes of header length, then the JSON header
+
+
 def _header(path: Path) -> tuple[dict[str, Any], int]:
     """The safetensors header JSON of ``path`` and the file size, with popcli's own checks."""
     if not path.is_file():

@@ -6,7 +6,8 @@ of: PyTorch eager (the subnet model as loaded, and baked: masks applied, BN fold
 Runtime fp32 (and int8 with ``int8=True``), and the same architecture *unmasked* as the dense
 reference. Every figure carries its engine, batch size, threads and provider; the machine is
 recorded once. Unstructured sparsity does not make dense kernels faster: the masked and the
-dense rows show it, the ONNX Runtime / int8 / dead-unit rows show what does help.
+dense rows show it, the ONNX Runtime / int8 / dead-unit rows show what does help. The pieces
+(``real_inputs``, ``accuracy``, ``latency``, ``machine``) also serve the ONNX export's checks.
 Progress goes through ``on_event``; nothing prints.
 """
 
@@ -26,12 +27,13 @@ import torch
 
 from . import artifact, onnx_export
 from .bake import bake
-from .deploy import CALIBRATION_IMAGES, accuracy, real_inputs
+from .data import load_data
 from .errors import PopcliError
 from .nn import SubnetMixin
 from .recipe import Recipe, from_dict
 
 EventHandler = Callable[[str, dict[str, Any]], None]
+CALIBRATION_IMAGES = 512  # training images that calibrate int8 activations
 NOTE = ("Unstructured sparsity does not make dense kernels faster: the masked model costs what the dense one does. "
         "What helps: ONNX Runtime (less framework overhead), int8, and removing dead units (--prune-dead-units).")
 
@@ -74,6 +76,39 @@ def latency(fn: Callable[[], Any], batch_size: int, *, warmup_s: float = 0.3, mi
             "mean_ms": float(ms.mean()), "reps": len(times), "images_per_s": 1e3 * batch_size / p50}
 
 
+def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int = 0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                              torch.Tensor]:
+    """(first ``test`` test images, their labels, first ``train`` un-augmented training images)."""
+    data = copy.deepcopy(recipe.data)
+    data.augment = False
+    if data_dir:
+        data.data_dir = data_dir
+    splits = load_data(data, recipe.seed)
+
+    def take(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys, got = [], [], 0
+        for x, y in loader.batches():
+            xs.append(x)
+            ys.append(y)
+            got += len(y)
+            if got >= n:
+                break
+        return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+    x_test, y_test = take(splits.test, test)
+    x_train = take(splits.train, train)[0] if train else torch.zeros(0)
+    return x_test, y_test, x_train
+
+
+def accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``predict`` (a batch -> logits array/tensor function) on (x, y)."""
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        logits = torch.as_tensor(predict(x[start:start + batch_size]))
+        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
 def _batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
@@ -111,9 +146,7 @@ class _Source:
 def _open(path: Path) -> _Source:
     if not path.is_file():
         raise EvalError(f"{str(path)!r} not found; pass an artifact (.safetensors) or an ONNX file from popcli export")
-    with open(path, "rb") as f:
-        safetensors = f.read(9)[8:9] == b"{"
-    if safetensors:
+    if artifact.is_safetensors(path):
         art = artifact.read(path)
         return _Source("artifact", art.recipe, tuple(int(d) for d in art.data_info["shape"]),
                        json.loads(art.metadata.get("metrics", "{}")).get("test_acc"), artifact.load(path),

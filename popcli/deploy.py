@@ -4,12 +4,11 @@
 removes dead units, exports it (``onnx_export``), checks ONNX Runtime against the *original*
 PyTorch model on real test images (an error, and no file, beyond ``PARITY_ATOL``), writes it,
 and with ``int8`` also writes ``<name>.int8.onnx`` (static QDQ, calibrated on training images)
-with its accuracy and speed against fp32. ``real_inputs`` loads those images. Nothing prints.
+with its accuracy and speed against fp32 (measured by ``bench``). Nothing prints.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -19,36 +18,9 @@ import torch
 
 from . import __version__, onnx_export
 from .bake import bake, count, prune_dead_units
-from .data import load_data
+from .bench import CALIBRATION_IMAGES, accuracy, latency, real_inputs
 from .errors import ArtifactError
 from .recipe import Recipe
-
-CALIBRATION_IMAGES = 512
-
-
-def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int = 0) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                              torch.Tensor]:
-    """(first ``test`` test images, their labels, first ``train`` un-augmented training images)."""
-    data = copy.deepcopy(recipe.data)
-    data.augment = False
-    if data_dir:
-        data.data_dir = data_dir
-    splits = load_data(data, recipe.seed)
-
-    def take(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys, got = [], [], 0
-        for x, y in loader.batches():
-            xs.append(x)
-            ys.append(y)
-            got += len(y)
-            if got >= n:
-                break
-        return torch.cat(xs)[:n], torch.cat(ys)[:n]
-
-    x_test, y_test = take(splits.test, test)
-    x_train = take(splits.train, train)[0] if train else torch.zeros(0)
-    return x_test, y_test, x_train
-
 
 def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha256: str, pruned: bool) -> dict[str, str]:
     return {
@@ -69,18 +41,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``predict`` (a batch -> logits array/tensor function) on (x, y)."""
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        logits = torch.as_tensor(predict(x[start:start + batch_size]))
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
-    return correct / max(1, len(y))
-
-
 def _int8(proto, path: Path, x_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
-    from .bench import latency
-
     quantized = onnx_export.quantize_int8(proto, x_train.split(64))
     target = path.with_name(path.stem + ".int8.onnx")
     nbytes = onnx_export.write_onnx(quantized, target)

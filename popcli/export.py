@@ -76,13 +76,6 @@ def _check_output(path: Path | None, force: bool, option: str) -> None:
         raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
-def _is_artifact(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(9)[8:9] == b"{"  # a safetensors JSON header: an artifact, or an error saying why not
-
-
 def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[torch.nn.Module, Recipe, dict, dict]:
     """Rebuild the searched model from ``ckpt`` and write its artifact; (model, recipe, data info, report)."""
     model, recipe, info, metrics = model_from_checkpoint(ckpt)
@@ -117,7 +110,7 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
     _check_output(out, force, "-o")  # before the slow part
     _check_output(onnx, force, "--onnx")
     source = Path(source)
-    if _is_artifact(source):
+    if artifact.is_safetensors(source):
         if out is not None:
             raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)

@@ -15,7 +15,7 @@ from popcli import onnx_export
 from popcli import recipe as recipes
 from popcli.bake import bake, count, prune_dead_units
 from popcli.bench import EvalError, evaluate
-from popcli.deploy import real_inputs
+from popcli.bench import real_inputs
 from popcli.errors import PopcliError
 from popcli.export import export
 from popcli.models import build_model
