@@ -24,7 +24,7 @@ import yaml
 from . import recipe as recipes
 from .checkpoint import atomic_write_text
 from .errors import RecipeError
-from .search import search
+from .search import SearchInterrupted, search
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 # results.csv columns: the recipe keys that sweeps vary, then what the search reached
@@ -143,7 +143,11 @@ def run_sweep(recipe_path: str | Path | None, grid: list[tuple[str, list[str]]],
             continue
         on_event("point", info)
         resume = (run_dir / "last.pt").is_file()
-        search(recipe, run_dir, resume=resume, force=not resume, on_event=on_event, should_stop=should_stop)
+        try:
+            search(recipe, run_dir, resume=resume, force=not resume, on_event=on_event, should_stop=should_stop)
+        except SearchInterrupted:
+            raise SearchInterrupted(f"stopped in point {index + 1}/{len(todo)}, checkpoint saved; run the same "
+                                    f"popcli sweep command again to resume where it stopped") from None
         done += 1
         write_results(out)
     results = write_results(out)
