@@ -16,10 +16,9 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, tables
 from .errors import PopcliError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -106,24 +105,6 @@ def _default_run_dir(recipe) -> Path:
     return Path("runs") / f"{r.model.arch}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
 
 
-def _summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="search result", show_header=False, title_justify="left")
-    rows = [
-        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%"),
-        ("method / arch / init", f"{summary['method']} / {summary['arch']} / {summary['init']}"),
-        ("weights kept", f"{summary['params_kept']:,} of {summary['params_total']:,} ({summary['kept_fraction'] * 100:.1f}%)"),
-        ("steps / epochs", f"{summary['steps']} / {summary['epochs']:g}"),
-        ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"),
-        ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"
-                      + (f" x {summary['world_size']} processes" if summary.get("world_size", 1) > 1 else "")),
-        ("weights unchanged", "verified" if summary["weights_verified"] else "n/a (dense training)"),
-        ("run folder", summary["run_dir"]),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
 @app.command()
 @_guard
 def search(
@@ -160,7 +141,7 @@ def search(
     if as_json:
         _print_json(summary)
     else:
-        out_console.print(_summary_table(summary))
+        out_console.print(tables.summary_table(summary))
 
 
 # --------------------------------------------------------------------------- sweep / plot
@@ -231,72 +212,6 @@ def plot_command(
 # --------------------------------------------------------------------------- export / inspect
 
 
-def _size(nbytes: int | None) -> str:
-    if nbytes is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:,.0f} {unit}" if unit == "B" else f"{nbytes:,.1f} {unit}"
-        nbytes /= 1024
-    return ""
-
-
-def _inspect_tables(report: dict[str, Any]) -> list[Table]:
-    about = Table(title=report["path"], show_header=False, title_justify="left")
-    metrics = report["metrics"]
-    rows = [
-        ("format / generator", f"{report['format']} / {report['generator']}"),
-        ("model", f"{report['arch']} ({report['method']}, {report['init']}, seed {report['seed']})"),
-        ("kept", f"{report['kept_weights']:,} of {report['masked_weights']:,} masked weights "
-                 f"({report['kept_weights'] / max(1, report['masked_weights']):.1%}; recipe density {report['density']:g})"),
-        ("search result", f"test accuracy {metrics['test_acc']:.2%}" if "test_acc" in metrics else "not recorded"),
-        ("written by", f"popcli {report['popcli_version']}, torch {report['torch_version']}"),
-    ]
-    for key, value in rows:
-        about.add_row(key, value)
-    layers = Table("layer", "shape", "kept", "density", "entropy bits/weight", title="masked layers",
-                   title_justify="left")
-    for layer in report["layers"]:
-        layers.add_row(layer["name"], "x".join(map(str, layer["shape"])), f"{layer['kept']:,}", f"{layer['density']:.4f}",
-                       f"{layer['entropy_bits_per_weight']:.4f}")
-    if report["masked_weights"]:
-        layers.caption = (f"masks: {report['mask_codec']}, {report['mask_bytes']:,} bytes = "
-                          f"{report['mask_bits_per_weight']:.4f} bits per weight (entropy {report['entropy_bits_per_weight']:.4f})")
-    sizes = Table("", "bytes", "vs artifact", title="size", title_justify="left")
-    bits = report["bits_per_masked_weight"]
-    sizes.add_row("artifact", _size(report["artifact_bytes"]), f"1x ({bits:.4f} bits per masked weight)" if bits else "1x")
-    sizes.add_row("dense fp32 safetensors", _size(report["dense_fp32_bytes"]), f"{report['dense_over_artifact']:.1f}x")
-    ratio = report["checkpoint_over_artifact"]
-    sizes.add_row("search checkpoint", _size(report["checkpoint_bytes"]), f"{ratio:.1f}x" if ratio else "n/a")
-    return [about, layers, sizes]
-
-
-def _print_verification(report: dict[str, Any]) -> None:
-    if report.get("verified"):
-        err_console.print("verified: masks decode, kept counts and weight checksums match", highlight=False)
-    for problem in report.get("problems", []):
-        err_console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
-
-
-def _onnx_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"ONNX: {report['path']}", show_header=False, title_justify="left")
-    parity, before, after = report["parity"], report["before"], report["after"]
-    table.add_row("graph", escape(f"opset {report['opset']}, {_size(report['bytes'])}, input [batch, C, H, W] -> logits"))
-    table.add_row("parity vs PyTorch", f"max |diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}), "
-                                       f"top-1 agreement {parity['top1_agreement']:.2%} on {parity['samples']} test images")
-    table.add_row("parameters", f"{before['params']:,} -> {after['params']:,} "
-                                f"({report['dead_units_removed']} dead units removed)")
-    table.add_row("FLOPs per image", f"{before['flops']:,} -> {after['flops']:,}")
-    if "int8" in report:
-        q = report["int8"]
-        table.add_row("int8", f"{q['path']} ({_size(q['bytes'])})")
-        table.add_row("int8 accuracy", f"{q['int8_acc']:.2%} vs fp32 {q['fp32_acc']:.2%} ({q['acc_change_points']:+.2f} "
-                                       f"points, {q['test_samples']} test images)")
-        table.add_row("int8 speed, batch 64", f"{q['batch64_int8_ms']:.2f} ms vs fp32 {q['batch64_fp32_ms']:.2f} ms "
-                                              f"({q['int8_over_fp32']:.2f}x)")
-    return table
-
-
 @app.command()
 @_guard
 def export(
@@ -322,11 +237,11 @@ def export(
         _print_json(report)
     else:
         if "layers" in report:
-            for table in _inspect_tables(report):
+            for table in tables.inspect_tables(report):
                 out_console.print(table)
-            _print_verification(report)
+            tables.print_verification(err_console, report)
         if "onnx" in report:
-            out_console.print(_onnx_table(report["onnx"]))
+            out_console.print(tables.onnx_table(report["onnx"]))
     if not report.get("verified", True):
         raise typer.Exit(1)
 
@@ -344,31 +259,14 @@ def inspect(
     if as_json:
         _print_json(report)
     else:
-        for table in _inspect_tables(report):
+        for table in tables.inspect_tables(report):
             out_console.print(table)
-        _print_verification(report)
+        tables.print_verification(err_console, report)
     if not report["verified"]:
         raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- eval
-
-
-def _eval_tables(report: dict[str, Any]) -> list[Table]:
-    machine = report["machine"]
-    accuracy = Table("engine", "test accuracy", title=f"accuracy on {report['test_images']:,} {report['dataset']} test "
-                     "images", title_justify="left")
-    for engine, acc in report["accuracy"].items():
-        accuracy.add_row(engine, f"{acc:.2%}")
-    if report.get("search_acc") is not None:
-        accuracy.caption = f"the search reported {report['search_acc']:.2%}"
-    speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",
-                  title=f"latency: {machine['cpu']}, {report['threads']} threads, {report['provider']}",
-                  title_justify="left", caption=report["note"])
-    for row in report["latency"]:
-        speed.add_row(row["engine"], str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
-                      f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
-    return [accuracy, speed]
 
 
 @app.command("eval")
@@ -410,7 +308,7 @@ def eval_command(
     if as_json:
         _print_json(report)
         return
-    for table in _eval_tables(report):
+    for table in tables.eval_tables(report):
         out_console.print(table)
 
 
