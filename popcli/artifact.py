@@ -117,6 +117,15 @@ def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord]
     return records, np.concatenate(masks) if masks else np.zeros(0, dtype=np.bool_)
 
 
+def check_output(path: Path, force: bool, option: str) -> None:
+    """ArtifactError unless ``path`` can be written: its folder exists, and it does not (or ``force``).
+    ``option`` names the command-line option that chose it, for the message."""
+    if path.exists() and not force:
+        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+
+
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
          metrics: dict[str, Any] | None = None, codec: str = "auto", force: bool = False,
          checkpoint_bytes: int | None = None) -> Artifact:
@@ -128,8 +137,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     from .models import refresh_global_masks
 
     path = Path(path)
-    if path.exists() and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another -o path")
+    check_output(path, force, "-o")
     model = model.eval()
     refresh_global_masks(model)
     records, bits = _masked_records(model, recipe)

@@ -19,7 +19,7 @@ import torch
 from . import __version__, onnx_export
 from .bake import bake, count, prune_dead_units
 from .bench import CALIBRATION_IMAGES, accuracy, latency, real_inputs
-from .errors import ArtifactError
+from .artifact import check_output
 from .recipe import Recipe
 
 def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha256: str, pruned: bool) -> dict[str, str]:
@@ -62,10 +62,7 @@ def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any
                 data_dir: str | None = None, samples: int = 1000, force: bool = False) -> dict[str, Any]:
     """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report."""
     path = Path(path)
-    if path.exists() and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another --onnx path")
-    if not path.parent.is_dir():
-        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another --onnx path")
+    check_output(path, force, "--onnx")
     shape = tuple(int(d) for d in data_info["shape"])
     # parity on the first ``samples`` test images; int8's accuracy on the whole test set
     x_test, y_test, x_train = real_inputs(recipe, data_dir, test=10**9 if int8 else samples,

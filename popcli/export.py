@@ -67,15 +67,6 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     return model.eval(), recipe, info, metrics
 
 
-def _check_output(path: Path | None, force: bool, option: str) -> None:
-    if path is None:
-        return
-    if path.exists() and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
-    if not path.parent.is_dir():
-        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
-
-
 def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[torch.nn.Module, Recipe, dict, dict]:
     """Rebuild the searched model from ``ckpt`` and write its artifact; (model, recipe, data info, report)."""
     model, recipe, info, metrics = model_from_checkpoint(ckpt)
@@ -86,9 +77,9 @@ def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[tor
                             if k in ("test_acc", "test_loss", "val_acc", "steps", "epochs", "wall_s")})
         except (OSError, json.JSONDecodeError):
             pass
-    artifact.save(model, out, recipe=recipe, data_info=info, metrics=metrics, codec=codec, force=force,
-                  checkpoint_bytes=ckpt.stat().st_size)
-    return model, recipe, info, inspect(out)
+    written = artifact.save(model, out, recipe=recipe, data_info=info, metrics=metrics, codec=codec, force=force,
+                            checkpoint_bytes=ckpt.stat().st_size)
+    return model, recipe, info, inspect(written)
 
 
 def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Path | None = None,
@@ -107,8 +98,9 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
         raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
     if parity_samples < 1:
         raise ArtifactError(f"--parity-samples {parity_samples}: expected a positive number of test images")
-    _check_output(out, force, "-o")  # before the slow part
-    _check_output(onnx, force, "--onnx")
+    for path, option in ((out, "-o"), (onnx, "--onnx")):  # before the slow part
+        if path is not None:
+            artifact.check_output(path, force, option)
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:
@@ -120,7 +112,7 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
         ckpt = find_checkpoint(source)
         if out is not None:
             model, recipe, info, report = _write_artifact(ckpt, out, codec, force)
-            source_sha = artifact.read(out).metadata["content_sha256"]
+            source_sha = report["content_sha256"]
         else:
             (model, recipe, info, _), report = model_from_checkpoint(ckpt), {"source": str(ckpt)}
             source_sha = file_sha256(ckpt)
@@ -148,9 +140,10 @@ def _dense_fp32_bytes(art: artifact.Artifact) -> int:
     return 8 + header_bytes + (-header_bytes % 8) + offset
 
 
-def inspect(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """Metadata, per-layer table, sizes and ratios, and (``verify``) the problems found."""
-    art = artifact.read(path)
+def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> dict[str, Any]:
+    """Metadata, per-layer table, sizes and ratios, and (``verify``) the problems found, of an
+    artifact file (or of one already read)."""
+    art = source if isinstance(source, artifact.Artifact) else artifact.read(source)
     layers = [{"name": r.name, "shape": list(r.shape), "weights": r.numel, "kept": r.kept, "density": r.kept / r.numel,
                "entropy_bits_per_weight": codecs.entropy_bits(r.kept, r.numel) / r.numel} for r in art.layers]
     masked = art.masked_weights
@@ -159,6 +152,7 @@ def inspect(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     ckpt = int(art.metadata["checkpoint_bytes"]) if "checkpoint_bytes" in art.metadata else None
     report = {
         "path": str(art.path), "format": f"{artifact.FORMAT_NAME} v{art.metadata['format_version']}",
+        "content_sha256": art.metadata["content_sha256"],
         "generator": f"{art.metadata['generator']} v{art.metadata['generator_version']}",
         "seed": art.recipe.seed, "arch": art.recipe.model.arch, "init": art.recipe.model.init,
         "method": art.recipe.search.method, "density": art.recipe.search.density,

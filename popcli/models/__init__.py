@@ -211,6 +211,7 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
     return model.train()
 
 
-__all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "set_step", "count_params", "enable_global_topk", "get_model_builder",
-           "init_density", "init_weights", "layer_factories", "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights",
-           "register_model", "weight_layers"]
+__all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "count_params",
+           "enable_global_topk", "get_model_builder", "init_density", "init_weights", "layer_factories",
+           "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights", "register_model",
+           "set_step", "weight_layers"]

@@ -6,7 +6,8 @@ layer (see ``topk.topk_mask``). Backward is straight-through on the ranked quant
 code applies its estimator to ``scores.abs()``; without the sign, negative scores train the
 wrong way). ``w`` gets no gradient.
 The mask is recomputed every training forward (scores move) and cached in eval mode until the
-scores change. Training on the CPU runs the same function in fused passes (``fused``), bit for bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
+scores change. Training on the CPU runs the same function in fused passes (``fused``), bit for
+bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
 Biases are not supported: edge-popup masks weights only, and the paper's models have none.
 """
 
