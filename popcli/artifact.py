@@ -26,6 +26,7 @@ from . import __version__, codecs, rng
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
 from .models import build_architecture, init_density, masked_layers
+from .models.external import require_source, source_record as model_source_record
 from .recipe import Recipe, from_dict
 
 FORMAT_NAME = "popcli-artifact"
@@ -158,6 +159,9 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    source = model_source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)
+    if source is not None:
+        metadata["model_source"] = json.dumps(source, separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save_file
 
@@ -359,6 +363,8 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     decoded, weights = _start(art, pool)
     channels, size, classes = _data_info(art)
     try:
+        require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
+                       if "model_source" in art.metadata else None)
         with torch.device("meta"):  # structure only: every tensor is filled from the seed and the file
             model = build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                        num_classes=classes)

@@ -102,7 +102,7 @@ class _StopFlag:
 
 def _default_run_dir(recipe) -> Path:
     r = recipe
-    return Path("runs") / f"{r.model.arch}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
 
 
 @app.command()

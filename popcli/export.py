@@ -158,6 +158,7 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "method": art.recipe.search.method, "density": art.recipe.search.density,
         "popcli_version": art.metadata.get("popcli_version"), "torch_version": art.metadata.get("torch_version"),
         "metrics": json.loads(art.metadata.get("metrics", "{}")), "data": art.data_info,
+        "model_source": json.loads(art.metadata["model_source"]) if "model_source" in art.metadata else None,
         "layers": layers, "masked_weights": masked, "kept_weights": sum(r.kept for r in art.layers),
         "mask_codec": art.codec, "mask_bytes": mask_bytes,
         "mask_bits_per_weight": 8 * mask_bytes / masked if masked else None,
