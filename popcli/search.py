@@ -36,7 +36,7 @@ from .errors import PopcliError, RunError, TrainingDiverged
 from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
-from .recipe import Recipe, dump, from_dict
+from .recipe import Recipe, dump, from_dict, resolve
 from .runtime import Runtime, make_runtime
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -327,6 +327,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
            on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
     started = time.perf_counter()
+    resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
     lock = runlock.RunLock(run_dir).acquire() if main else None
