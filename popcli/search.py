@@ -212,7 +212,8 @@ def _save(job: Job, prog: Progress) -> None:
         "scaler": job.scaler.state_dict() if job.scaler is not None else {},
         "progress": {k: v for k, v in vars(prog).items() if k != "step_times"},
         "recipe": job.recipe.to_dict(),
-        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes},
+        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes,
+                      **job.splits.info.preprocessing()},  # + mean, std, class_names (what the artifact records)
         "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
         "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
         "popcli_version": __version__,
