@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__, codecs, rng
-from .checkpoint import atomic_write
+from .checkpoint import storage_error, write_atomic
 from .errors import ArtifactError, PopcliError
 from .models import build_architecture, init_density, masked_layers
 from .recipe import Recipe, from_dict
@@ -119,10 +119,17 @@ def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord]
 
 def check_output(path: Path, force: bool, option: str) -> None:
     """ArtifactError unless ``path`` can be written: its folder exists, and it does not (or ``force``).
-    ``option`` names the command-line option that chose it, for the message."""
-    if path.exists() and not force:
+    ``option`` names the command-line option that chose it, for the message. The final write is
+    exclusive without ``force`` (checkpoint.write_atomic), so a writer that appears meanwhile still loses."""
+    try:
+        is_dir, exists, folder_ok = path.is_dir(), path.exists(), path.parent.is_dir()
+    except OSError as err:  # a name too long for the filesystem, a symlink loop in the folders
+        raise storage_error(path, err) from None
+    if is_dir:
+        raise ArtifactError(f"{str(path)!r} is a folder; choose a file name for {option}")
+    if exists and not force:
         raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
-    if not path.parent.is_dir():
+    if not folder_ok:
         raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
@@ -159,9 +166,9 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
     metadata["content_sha256"] = content_sha256(metadata, tensors)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as safetensors_bytes
 
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata), exclusive=not force)
     return read(path)
 
 

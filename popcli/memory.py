@@ -112,7 +112,7 @@ def _state_bytes(model: nn.Module, optimizer: str) -> int:
 
 
 def check_model(recipe: Recipe, shape: tuple[int, int, int], num_classes: int, train_batch: int,
-                device: torch.device | str = "cpu") -> dict[str, int] | None:
+                device: torch.device | str = "cpu") -> dict[str, int]:
     """Refuse (RecipeError) a model whose training cannot fit in memory, or whose batch norm
     would see one value per channel; the estimate {"state_bytes", "activation_bytes"}."""
     from .models import build_architecture, input_size
@@ -120,10 +120,7 @@ def check_model(recipe: Recipe, shape: tuple[int, int, int], num_classes: int, t
     with torch.device("meta"):
         model = build_architecture(recipe.model, recipe.search, in_channels=shape[0], image_size=input_size(shape),
                                    num_classes=num_classes)
-    traced = _trace(model, train_batch, shape)
-    if traced is None:
-        return None
-    outputs, norms = traced
+    outputs, norms = _trace(model, train_batch, shape) or (0, [])  # no trace: weights only
     single = [name for name, values in norms if values < 2]
     if single:
         raise RecipeError(f"batch norm layer {single[0]!r} would see one value per channel at a training batch of "
