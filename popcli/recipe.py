@@ -248,7 +248,9 @@ def parse_yaml(text: str, source: str) -> Any:
         raise RecipeError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
-    except (ValueError, OverflowError, RecursionError) as err:  # e.g. a 5000-digit integer
+    except RecursionError:
+        raise RecipeError(f"{source}: nested too deeply to read; a recipe is two levels of mappings") from None
+    except (ValueError, OverflowError) as err:  # e.g. a 5000-digit integer
         raise RecipeError(f"{source}: a value cannot be read ({str(err).splitlines()[0][:120]})") from None
 
 
