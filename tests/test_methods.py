@@ -168,3 +168,46 @@ def test_ternary_mask_file_within_3_percent_of_its_entropy(tmp_path):
     loaded = popcli.load(tmp_path / "a.safetensors")
     for (_, a), (_, b) in zip(_subnets(model), _subnets(loaded)):
         assert torch.equal(a.effective_weight(), b.effective_weight())
+
+
+# --------------------------------------------------------------------------- density schedules
+
+from popcli.errors import RecipeError  # noqa: E402
+from popcli.methods.schedule import density_at  # noqa: E402
+
+
+def test_anneal_schedule_values():
+    assert density_at(0.1, "anneal", 2, 0, 10) == 1.0
+    assert density_at(0.1, "anneal", 2, 10, 10) == pytest.approx(0.1 + 0.9 * 0.5 ** 3, abs=1e-15)
+    assert density_at(0.1, "anneal", 2, 20, 10) == 0.1 == density_at(0.1, "anneal", 2, 999, 10)
+    assert density_at(0.1, "constant", 2, 0, 10) == 0.1
+
+
+@pytest.mark.parametrize("method,extra", [("edge-popup", []), ("biprop", []), ("signed-supermask", []),
+                                          ("edge-popup", ["search.global_topk=true"])])
+def test_anneal_sets_every_layers_kept_count(method, extra):
+    from popcli.methods.schedule import enable
+    from popcli.models import build_model, count_params, masked_layers, set_step
+    from popcli.nn import kept_count
+
+    r = _r.load(None, ["model.hidden=[64,32]", f"search.method={method}", "search.density=0.1",
+                       "search.density_schedule=anneal", "search.density_anneal_epochs=1", *extra])
+    model = build_model(r.model, r.search, in_channels=1, image_size=8, num_classes=4, seed=0)
+    enable(model, r.search, steps_per_epoch=4)
+    x = torch.randn(4, 1, 8, 8)
+    for step, expected in ((0, 1.0), (2, 0.1 + 0.9 * 0.5 ** 3), (4, 0.1)):
+        set_step(model, step)
+        model(x)
+        total, kept = count_params(model)
+        if "search.global_topk=true" in extra:
+            assert kept == kept_count(total, expected)
+        else:
+            assert kept == sum(kept_count(layer.weight.numel(), expected) for _, layer in masked_layers(model))
+
+
+@pytest.mark.parametrize("override,fragment", [
+    (["search.method=supermask"], "top-k method"), (["search.method=dense"], "top-k method"),
+    (["search.density_anneal_epochs=0"], "density_anneal_epochs")])
+def test_anneal_schedule_errors(override, fragment):
+    with pytest.raises(RecipeError, match=fragment):
+        _r.load(None, ["search.density_schedule=anneal", "search.density_anneal_epochs=2", *override])
