@@ -47,6 +47,7 @@ class DataConfig:
     num_classes: int = 10  # synthetic only
     train_size: int = 2048  # synthetic only
     test_size: int = 512  # synthetic only
+    permute_task: int | None = None  # a fixed pixel permutation drawn from (seed, task): permuted-MNIST tasks
 
 
 @dataclass
@@ -100,6 +101,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "data.num_classes": (2, 100000),
     "data.train_size": (1, 1 << 24),
     "data.test_size": (1, 1 << 24),
+    "data.permute_task": (0, 1 << 20),
     "search.epochs": (0, 100000),
     "search.max_steps": (1, 1 << 40),
     "search.lr": (0.0, 100.0),
