@@ -28,8 +28,8 @@ COMMON = ["search.threads=1"]
 
 
 def points(kind: str) -> list[tuple[str, list[str]]]:
-    if kind == "biprop":
-        return [(f"{m}-d{d}", [f"search.method={m}", f"search.density={d}"])
+    if kind == "biprop":  # kaiming_normal: with signed_constant weights biprop IS edge-popup (|w| is constant)
+        return [(f"{m}-d{d}", [f"search.method={m}", f"search.density={d}", "model.init=kaiming_normal"])
                 for d in (0.05, 0.1, 0.3, 0.5) for m in ("edge-popup", "biprop")]
     if kind == "signed":
         return [(f"{m}-{init}-d{d}", [f"search.method={m}", f"search.density={d}", f"model.init={init}"])
