@@ -276,14 +276,14 @@ def read(path: str | Path) -> Artifact:
 
 
 def _data_info(art: Artifact) -> tuple[int, int, int]:
-    """(in_channels, image_size, num_classes) from the metadata, checked."""
+    """(in_channels, image_size (H, or (H, W) when not square), num_classes) from the metadata, checked."""
     try:
         (channels, height, width), classes = (int(d) for d in art.data_info["shape"]), int(art.data_info["num_classes"])
     except (KeyError, TypeError, ValueError):
         raise ArtifactError(f"{art.path}: metadata 'data' is malformed (corrupt artifact)") from None
     if min(channels, height, width, classes) < 1:
         raise ArtifactError(f"{art.path}: metadata 'data' has a non-positive size (corrupt artifact)")
-    return channels, height, classes
+    return channels, (height if height == width else (height, width)), classes  # a builder's image_size
 
 
 def masks(art: Artifact) -> list[np.ndarray]:

@@ -168,6 +168,12 @@ def _keep_dense(model: nn.Module, first: bool, last: bool) -> nn.Module:
     return model
 
 
+def input_size(shape) -> int | tuple[int, int]:
+    """A builder's ``image_size`` for an input of shape [C, H, W]: H when square, else (H, W)."""
+    height, width = int(shape[1]), int(shape[2])
+    return height if height == width else (height, width)
+
+
 def init_density(search_cfg: SearchConfig) -> float:
     """The density the weights are drawn with (scaled_* inits): the search's, 1 for dense training."""
     return 1.0 if search_cfg.method == "dense" else search_cfg.density
@@ -214,6 +220,6 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
 
 
 __all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "count_params",
-           "enable_global_topk", "get_model_builder", "init_density", "init_weights", "layer_factories",
+           "enable_global_topk", "get_model_builder", "init_density", "input_size", "init_weights", "layer_factories",
            "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights", "register_model",
            "set_step", "weight_layers"]
