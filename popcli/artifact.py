@@ -32,6 +32,7 @@ from .recipe import Recipe, from_dict
 
 FORMAT_NAME = "popcli-artifact"
 FORMAT_VERSION = 1
+MULTI_MASK_VERSION = 3  # files with several named masks over one seed (popcli.multimask); read here too
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
 
@@ -211,7 +212,7 @@ def _check_versions(path: Path, meta: dict[str, str]) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no format={FORMAT_NAME} in "
                             f"its metadata); popcli loads files written by `popcli export`")
-    for key, name, supported in (("format_version", FORMAT_NAME, FORMAT_VERSION),
+    for key, name, supported in (("format_version", FORMAT_NAME, max(FORMAT_VERSION, MULTI_MASK_VERSION)),
                                  ("generator_version", rng.GENERATOR_NAME, rng.GENERATOR_VERSION)):
         try:
             version = int(meta.get(key, ""))
@@ -398,14 +399,17 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
+def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None) -> nn.Module:
+    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
+    ``mask``: which named mask of a multi-mask file (None: its first, popcli.multimask).
 
     Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
     ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
     device and torch version. To train further, resume the search's checkpoint instead.
     """
-    art = read(path)
+    from .multimask import select
+
+    art = select(read(path), mask)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         model = _build_and_fill(art, pool)

@@ -47,6 +47,7 @@ class DataConfig:
     num_classes: int = 10  # synthetic only
     train_size: int = 2048  # synthetic only
     test_size: int = 512  # synthetic only
+    permute_task: int | None = None  # a fixed pixel permutation drawn from (seed, task): permuted-MNIST tasks
 
 
 @dataclass
@@ -54,6 +55,8 @@ class SearchConfig:
     method: Literal["edge-popup", "supermask", "biprop", "signed-supermask", "dense"] = "edge-popup"  # docs/ALGORITHM.md
     density: float = 0.5  # fraction of weights KEPT per layer
     global_topk: bool = False  # one top-k across all masked layers instead of per layer
+    density_schedule: Literal["constant", "anneal"] = "constant"  # anneal: 1.0 -> density (docs/ALGORITHM.md)
+    density_anneal_epochs: float = 0.0  # anneal: epochs from 1.0 to search.density (cubic)
     dense_first: bool = False  # keep the first layer dense (trained weights, not masked)
     dense_last: bool = False  # keep the last layer dense
     epochs: int = 10
@@ -98,12 +101,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "data.num_classes": (2, 100000),
     "data.train_size": (1, 1 << 24),
     "data.test_size": (1, 1 << 24),
+    "data.permute_task": (0, 1 << 20),
     "search.epochs": (0, 100000),
     "search.max_steps": (1, 1 << 40),
     "search.lr": (0.0, 100.0),
     "search.momentum": (0.0, 0.9999),
     "search.weight_decay": (0.0, 1.0),
     "search.warmup_epochs": (0.0, 100000),
+    "search.density_anneal_epochs": (0.0, 100000),
     "search.label_smoothing": (0.0, 0.99),
     "search.threads": (1, 1024),
 }
@@ -165,9 +170,24 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"data.shape: expected [C, H, W] of positive integers, got {shape!r}")
     if any(h < 1 for h in recipe.model.hidden):
         raise RecipeError(f"model.hidden: sizes must be positive, got {recipe.model.hidden!r}")
+    _check_schedule(recipe.search)
     if recipe.search.epochs == 0 and recipe.search.max_steps is None:
         raise RecipeError("search.epochs: 0 epochs needs search.max_steps to bound the run")
     return recipe
+
+
+def _check_schedule(search: SearchConfig) -> None:
+    from .methods import METHODS
+
+    if search.density_schedule == "constant":
+        return
+    method = METHODS.get(search.method)
+    if method is not None and not method.topk:
+        raise RecipeError(f"search.density_schedule: {search.density_schedule} needs a top-k method (edge-popup, "
+                          f"biprop, signed-supermask); {search.method} does not rank scores at a density")
+    if search.density_anneal_epochs <= 0:
+        raise RecipeError("search.density_anneal_epochs: anneal needs a positive number of epochs, e.g. "
+                          "--set search.density_anneal_epochs=3")
 
 
 # --------------------------------------------------------------------------- building
