@@ -25,6 +25,7 @@ import torch.nn as nn
 from . import __version__, codecs, rng
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
+from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
 from .recipe import Recipe, from_dict
 
@@ -143,6 +144,8 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     records, bits = _masked_records(model, recipe)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
     tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
+    tensors.update(method_tensors)
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
@@ -154,7 +157,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
         "layers": json.dumps([r.to_json() for r in records], separators=(",", ":")),
         "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
         "metrics": json.dumps(metrics or {}, separators=(",", ":"), default=str),
-        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0],
+        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0], **method_meta,
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
@@ -272,14 +275,14 @@ def read(path: str | Path) -> Artifact:
 
 
 def _data_info(art: Artifact) -> tuple[int, int, int]:
-    """(in_channels, image_size, num_classes) from the metadata, checked."""
+    """(in_channels, image_size (H, or (H, W) when not square), num_classes) from the metadata, checked."""
     try:
         (channels, height, width), classes = (int(d) for d in art.data_info["shape"]), int(art.data_info["num_classes"])
     except (KeyError, TypeError, ValueError):
         raise ArtifactError(f"{art.path}: metadata 'data' is malformed (corrupt artifact)") from None
     if min(channels, height, width, classes) < 1:
         raise ArtifactError(f"{art.path}: metadata 'data' has a non-positive size (corrupt artifact)")
-    return channels, height, classes
+    return channels, (height if height == width else (height, width)), classes  # a builder's image_size
 
 
 def masks(art: Artifact) -> list[np.ndarray]:
@@ -322,6 +325,7 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"from the file's ({len(found)} vs {len(art.layers)} layers); was it written by another "
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
+    extra -= set(method_store.method_tensors())  # checked by method_store.restore
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]
@@ -368,6 +372,7 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
         layer.weight = nn.Parameter(weight.result(), requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
+    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.metadata)
     return model
 
 

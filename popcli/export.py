@@ -20,7 +20,7 @@ import torch
 from . import artifact, codecs
 from .checkpoint import load_checkpoint
 from .errors import ArtifactError, RunError
-from .models import build_model
+from .models import build_model, input_size
 from .recipe import Recipe, from_dict
 
 # Input shape and classes of each dataset, for checkpoints written before they stored them.
@@ -57,7 +57,7 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     try:
         recipe = from_dict(state["recipe"])
         info = _data_info(state, recipe)
-        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=info["shape"][1],
+        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=input_size(info["shape"]),
                             num_classes=info["num_classes"], seed=recipe.seed)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError) as err:

@@ -51,18 +51,19 @@ class DataConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["edge-popup", "supermask", "dense"] = "edge-popup"  # supermask: Zhou et al. 2019
+    method: Literal["edge-popup", "supermask", "biprop", "signed-supermask", "dense"] = "edge-popup"  # docs/ALGORITHM.md
     density: float = 0.5  # fraction of weights KEPT per layer
     global_topk: bool = False  # one top-k across all masked layers instead of per layer
     dense_first: bool = False  # keep the first layer dense (trained weights, not masked)
     dense_last: bool = False  # keep the last layer dense
     epochs: int = 10
     max_steps: int | None = None  # stop after this many training steps in total
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    # optimizer keys: None (unset) takes the method's paper default (popcli.methods), see resolve()
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
@@ -172,12 +173,28 @@ def _validate(recipe: Recipe) -> Recipe:
 # --------------------------------------------------------------------------- building
 
 
+def resolve(recipe: Recipe) -> Recipe:
+    """Fill every unset (None) optimizer key of ``recipe.search`` with its method's paper default,
+    in place; what is resolved stays, so a saved recipe keeps its values (idempotent)."""
+    from .methods import OPTIMIZER_KEYS, optimizer_default
+
+    for key in OPTIMIZER_KEYS:
+        if getattr(recipe.search, key) is None:
+            setattr(recipe.search, key, optimizer_default(recipe.search.method, key))
+    return recipe
+
+
 def _section_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
 def from_dict(data: dict[str, Any] | None) -> Recipe:
-    """A validated Recipe from a nested dict (missing keys take their defaults)."""
+    """A validated, resolved Recipe from a nested dict (missing keys take their defaults)."""
+    return _validate(resolve(_unresolved(data)))
+
+
+def _unresolved(data: dict[str, Any] | None) -> Recipe:
+    """A validated Recipe from a nested dict, its unset optimizer keys still None."""
     data = dict(data or {})
     recipe = Recipe()
     top = _section_types(Recipe)
@@ -246,10 +263,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         raise RecipeError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping with model/data/search sections")
-    recipe = from_dict(data)
+    recipe = _unresolved(data)  # the method's defaults apply after the overrides (--set search.method=...)
     for text_override in overrides or []:
         set_key(recipe, *parse_override(text_override), validate=False)
-    return _validate(recipe)
+    return _validate(resolve(recipe))
 
 
 def dump(recipe: Recipe) -> str:

@@ -6,7 +6,8 @@ Builder contract. Every registered builder is called with keyword arguments only
             hidden: list[int], batchnorm: bool,
             conv_layer, linear_layer, norm_layer, density: float | None) -> nn.Module
 
-- ``in_channels``, ``image_size`` (square images, H = W) and ``num_classes`` follow the dataset.
+- ``in_channels``, ``image_size`` and ``num_classes`` follow the dataset; ``image_size`` is an int
+  (H = W) for square images and an (H, W) tuple otherwise.
 - ``width`` multiplies channel / unit counts (not the output layer); ``hidden`` is the fc MLP's
   hidden sizes; ``batchnorm`` asks fc/convN for BN after hidden layers. Builders ignore the
   arguments that do not apply to them and raise ModelError for values they cannot honour.
