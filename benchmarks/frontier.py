@@ -49,8 +49,9 @@ from popcli.data import load_data  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["key", "base", "method", "storage", "density", "kept_weights", "test_acc", "file_bytes", "infer_bytes",
            "ort_b1_ms", "ort_b64_ms", "dead_units_removed", "epochs", "wall_s", "threads", "notes", "command"]
-# per-method optimizer of the popcli points (the settings docs/RESULTS.md found best)
-METHOD_SETS = {"supermask": ["search.optimizer=adam", "search.lr=0.1", "search.weight_decay=0"]}
+# per-method recipe keys of the popcli points beyond the method's own optimizer defaults
+# (popcli.methods): signed supermasks take their paper's ELUS init instead of --init
+METHOD_SETS = {"signed-supermask": ["model.init=elus_signed_constant"]}
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Base:
 @dataclass(frozen=True)
 class Settings:
     bases: tuple[Base, ...]
-    methods: tuple[str, ...] = ("edge-popup", "supermask")
+    methods: tuple[str, ...] = ("edge-popup", "biprop", "signed-supermask", "supermask")
     densities: tuple[float, ...] = (0.5, 0.3, 0.1, 0.05, 0.03, 0.01)  # pruned in this order
     init: str = "scaled_signed_constant"
     small_epochs: float = 5.0  # the small dense networks (as many as popcli's LeNet points)
@@ -193,7 +194,7 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
         return
     s = ctx.settings
     sets = [f"search.method={method}", f"search.density={density:g}", f"model.init={s.init}",
-            f"search.epochs={base.search_epochs}", f"search.threads={s.threads}", *METHOD_SETS.get(method, []),
+            f"search.epochs={base.search_epochs}", f"search.threads={s.threads}", *METHOD_SETS.get(method, ()),
             *s.data, *s.extra] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
     run_dir, art = ctx.work / "popcli" / key.replace("/", "_"), ctx.work / "popcli" / (key.replace("/", "_") + ".safetensors")
     start = time.perf_counter()
@@ -348,8 +349,8 @@ def _jobs(ctx: Context):
             yield "small/*", lambda base=base, d=density, lr=lr: small_points(ctx, base, lr(), d)
         for density in s.densities if s.methods else ():
             yield f"{base.name}/{s.methods[0]}/*", lambda b=base, m=s.methods[0], d=density: popcli_point(ctx, b, m, d)
-    for method in s.methods[1:]:
-        for base in s.bases:
+    for base in s.bases:
+        for method in s.methods[1:]:
             for density in s.densities:
                 yield f"{base.name}/{method}/*", lambda b=base, m=method, d=density: popcli_point(ctx, b, m, d)
 
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a small synthetic task, seconds (the test suite)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "frontier", help="runs, files and states")
     parser.add_argument("--csv", type=Path, default=None, help="results (default docs/figures/frontier.csv; tiny: WORK/frontier.csv)")
-    parser.add_argument("--methods", default=None, help="popcli methods, comma-separated (default edge-popup,supermask)")
+    parser.add_argument("--methods", default=None, help="popcli methods, comma-separated (default edge-popup,biprop,signed-supermask,supermask)")
     parser.add_argument("--bases", default=None, help="lenet,quickstart (default both)")
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 2)")
