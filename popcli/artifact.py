@@ -25,11 +25,14 @@ import torch.nn as nn
 from . import __version__, codecs, rng
 from .checkpoint import storage_error, write_atomic
 from .errors import ArtifactError, PopcliError
+from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
+from .models.external import require_source, source_record as model_source_record
 from .recipe import Recipe, from_dict
 
 FORMAT_NAME = "popcli-artifact"
 FORMAT_VERSION = 1
+MULTI_MASK_VERSION = 3  # files with several named masks over one seed (popcli.multimask); read here too
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
 
@@ -150,6 +153,8 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     records, bits = _masked_records(model, recipe)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
     tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
+    tensors.update(method_tensors)
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
@@ -161,10 +166,13 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
         "layers": json.dumps([r.to_json() for r in records], separators=(",", ":")),
         "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
         "metrics": json.dumps(metrics or {}, separators=(",", ":"), default=str),
-        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0],
+        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0], **method_meta,
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    source = model_source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)
+    if source is not None:
+        metadata["model_source"] = json.dumps(source, separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save as safetensors_bytes
 
@@ -211,7 +219,7 @@ def _check_versions(path: Path, meta: dict[str, str]) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no format={FORMAT_NAME} in "
                             f"its metadata); popcli loads files written by `popcli export`")
-    for key, name, supported in (("format_version", FORMAT_NAME, FORMAT_VERSION),
+    for key, name, supported in (("format_version", FORMAT_NAME, max(FORMAT_VERSION, MULTI_MASK_VERSION)),
                                  ("generator_version", rng.GENERATOR_NAME, rng.GENERATOR_VERSION)):
         try:
             version = int(meta.get(key, ""))
@@ -329,6 +337,7 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"from the file's ({len(found)} vs {len(art.layers)} layers); was it written by another "
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
+    extra -= set(method_store.method_tensors())  # checked by method_store.restore
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]
@@ -366,6 +375,8 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     decoded, weights = _start(art, pool)
     channels, size, classes = _data_info(art)
     try:
+        require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
+                       if "model_source" in art.metadata else None)
         with torch.device("meta"):  # structure only: every tensor is filled from the seed and the file
             model = build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                        num_classes=classes)
@@ -375,6 +386,7 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
         layer.weight = nn.Parameter(weight.result(), requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
+    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.metadata)
     return model
 
 
@@ -394,14 +406,17 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
+def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None) -> nn.Module:
+    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
+    ``mask``: which named mask of a multi-mask file (None: its first, popcli.multimask).
 
     Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
     ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
     device and torch version. To train further, resume the search's checkpoint instead.
     """
-    art = read(path)
+    from .multimask import select
+
+    art = select(read(path), mask)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         model = _build_and_fill(art, pool)

@@ -33,10 +33,11 @@ from . import __version__, distributed, memory, runlock
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import PopcliError, RunError, TrainingDiverged
+from .methods import schedule as density_schedule
 from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
-from .recipe import Recipe, dump, from_dict
+from .recipe import Recipe, dump, from_dict, resolve
 from .runtime import Runtime, make_runtime
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -272,6 +273,7 @@ def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_sto
                        runtime.device)
     model = build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
                         num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     params = trainable_parameters(model)
@@ -327,6 +329,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
            on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
     started = time.perf_counter()
+    resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
     lock = runlock.RunLock(run_dir).acquire() if main else None
