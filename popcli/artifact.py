@@ -202,7 +202,7 @@ def _check_versions(path: Path, meta: dict[str, str]) -> None:
     for key, name, supported in (("format_version", FORMAT_NAME, max(READABLE_VERSIONS)),
                                  ("generator_version", rng.GENERATOR_NAME, rng.GENERATOR_VERSION)):
         text = meta.get(key, "")
-        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        if not (text.isascii() and text.isdigit() and len(text) <= 9 and text == str(int(text))):  # canonical
             raise ArtifactError(f"{path}: {key} {text[:40]!r} is not a number (corrupt metadata)")
         version = int(text)
         if version > supported:
@@ -239,7 +239,9 @@ def read(path: str | Path) -> Artifact:
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
-    _check_structure(skeleton(art), art)  # before anything the layer records size is allocated
+    model = skeleton(art)
+    _check_structure(model, art)  # before anything the layer records size is allocated
+    _check_state(model, art)
     return art
 
 
@@ -353,6 +355,12 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
 
 def _fill_state(model: nn.Module, art: Artifact) -> None:
     """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
+    stored = _check_state(model, art)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
+
+
+def _check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
+    """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes, dtypes."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
     stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}
@@ -364,7 +372,7 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
         if tuple(value.shape) != tuple(wanted[key].shape) or torch.from_numpy(value.reshape(-1)[:0]).dtype != wanted[key].dtype:
             raise ArtifactError(f"{art.path}: tensor {key!r} is {value.dtype} {list(value.shape)}, the model needs "
                                 f"{wanted[key].dtype} {list(wanted[key].shape)} (corrupt artifact)")
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
+    return stored
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
