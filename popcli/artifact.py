@@ -26,12 +26,15 @@ from . import __version__, artifact_schema, codecs, rng
 from .artifact_schema import LayerRecord, strict_json
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
+from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
+from .models.external import require_source, source_record as model_source_record
 from .recipe import Recipe
 
 FORMAT_NAME = "popcli-artifact"
 FORMAT_VERSION = 2  # 2: true shapes of 0-d tensors in content_sha256, the recipe's seed as a string
-READABLE_VERSIONS = (1, 2)
+MULTI_MASK_VERSION = 3  # version 2 + several named masks over one seed (popcli.multimask); read here too
+READABLE_VERSIONS = (1, 2, MULTI_MASK_VERSION)
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
 
@@ -130,6 +133,8 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     records, bits = _masked_records(model, recipe)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
     tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
+    tensors.update(method_tensors)
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
@@ -141,10 +146,13 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
         "layers": json.dumps([r.to_json() for r in records], separators=(",", ":")),
         "recipe": json.dumps({**recipe.to_dict(), "seed": str(recipe.seed)}, separators=(",", ":")),  # exact in JS
         "metrics": _metrics_json(metrics or {}),
-        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0],
+        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0], **method_meta,
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    source = model_source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)
+    if source is not None:
+        metadata["model_source"] = json.dumps(source, separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save_file
 
@@ -239,24 +247,36 @@ def read(path: str | Path) -> Artifact:
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
-    model = skeleton(art)
-    _check_structure(model, art)  # before anything the layer records size is allocated
-    _check_state(model, art)
+    from .multimask import select
+
+    default = select(art, None)  # a multi-mask file's own tensors: its first mask's
+    model = skeleton(default)
+    _check_structure(model, default)  # before anything the layer records size is allocated
+    _check_state(model, default)
     return art
+
+
+def _json(path: Path, meta: dict[str, str], key: str) -> Any:
+    try:
+        return strict_json(meta[key])
+    except KeyError:
+        raise ArtifactError(f"{path}: metadata has no {key!r} (corrupt or incomplete artifact)") from None
+    except (ValueError, RecursionError):
+        raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON (corrupt artifact)") from None
 
 
 # --------------------------------------------------------------------------- reconstruction
 
 
 def _data_info(art: Artifact) -> tuple[int, int, int]:
-    """(in_channels, image_size, num_classes) from the metadata, checked."""
+    """(in_channels, image_size (H, or (H, W) when not square), num_classes) from the metadata, checked."""
     try:
         (channels, height, width), classes = (int(d) for d in art.data_info["shape"]), int(art.data_info["num_classes"])
     except (KeyError, TypeError, ValueError):
         raise ArtifactError(f"{art.path}: metadata 'data' is malformed (corrupt artifact)") from None
     if min(channels, height, width, classes) < 1:
         raise ArtifactError(f"{art.path}: metadata 'data' has a non-positive size (corrupt artifact)")
-    return channels, height, classes
+    return channels, (height if height == width else (height, width)), classes  # a builder's image_size
 
 
 def masks(art: Artifact) -> list[np.ndarray]:
@@ -294,6 +314,8 @@ def skeleton(art: Artifact) -> nn.Module:
     """The artifact's architecture on the meta device: structure only, nothing allocated."""
     channels, size, classes = _data_info(art)
     try:
+        require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
+                       if "model_source" in art.metadata else None)
         with torch.device("meta"):  # every tensor is filled later from the seed and the file
             return build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                       num_classes=classes)
@@ -310,6 +332,7 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"from the file's ({len(found)} vs {len(art.layers)} layers); was it written by another "
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
+    extra -= set(method_store.method_tensors())  # checked by method_store.restore
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]
@@ -350,6 +373,7 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
         layer.weight = nn.Parameter(weight.result(), requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
+    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.metadata)
     return model
 
 
@@ -375,14 +399,17 @@ def _check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
     return stored
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
+def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None) -> nn.Module:
+    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
+    ``mask``: which named mask of a multi-mask file (None: its first, popcli.multimask).
 
     Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
     ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
     device and torch version. To train further, resume the search's checkpoint instead.
     """
-    art = read(path)
+    from .multimask import select
+
+    art = select(read(path), mask)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         model = _build_and_fill(art, pool)

@@ -219,7 +219,8 @@ def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord]) -> None:
     layers together), so the recipe's density and the records' kept counts must agree."""
     from .nn.topk import kept_count
 
-    if recipe.search.method != "edge-popup" or not layers:
+    if recipe.search.method != "edge-popup" or getattr(recipe.search, "density_schedule", "constant") != "constant" \
+            or not layers:  # an annealed run stopped early keeps more than its final density
         return
     density = recipe.search.density
     groups = [layers] if recipe.search.global_topk else [[r] for r in layers]

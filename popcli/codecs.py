@@ -46,7 +46,10 @@ def lanes_for(n: int) -> int:
 
 
 def frequency_of_one(kept: int, n: int) -> int:
-    """A layer's probability of a kept weight as an integer out of 2^16, in [1, 2^16 - 1]."""
+    """A layer's probability of a kept weight as an integer out of 2^16, in [1, 2^16 - 1]
+    (1 for an empty layer, which codes no symbol)."""
+    if n == 0:
+        return 1
     return min(_M - 1, max(1, (kept * _M + n // 2) // n))
 
 

@@ -36,3 +36,7 @@ class TrainingDiverged(PopcliError):
 
 class ArtifactError(PopcliError):
     """An artifact is unreadable, not popcli's, of an unsupported version, or fails verification."""
+
+
+class StorageError(PopcliError):
+    """A file or folder could not be written (disk full, read-only, name too long, in use)."""

@@ -21,7 +21,7 @@ from . import artifact, codecs
 from .artifact_schema import STATIC_DATA
 from .checkpoint import load_checkpoint
 from .errors import ArtifactError, RunError
-from .models import build_model
+from .models import build_model, input_size
 from .recipe import Recipe, from_dict
 
 def find_checkpoint(source: str | Path) -> Path:
@@ -53,7 +53,7 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     try:
         recipe = from_dict(state["recipe"])
         info = _data_info(state, recipe)
-        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=info["shape"][1],
+        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=input_size(info["shape"]),
                             num_classes=info["num_classes"], seed=recipe.seed)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError) as err:
@@ -78,12 +78,23 @@ def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[tor
     return model, recipe, info, inspect(written)
 
 
-def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Path | None = None,
+def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
-           data_dir: str | None = None, parity_samples: int = 1000) -> dict[str, Any]:
+           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
-    checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry."""
+    checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
+    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask)."""
     from .deploy import export_onnx, file_sha256
+
+    if masks:
+        from . import multimask
+
+        if source is not None or onnx is not None or out is None:
+            raise ArtifactError("--mask NAME=RUN builds one multi-mask artifact: pass -o FILE and no run or --onnx "
+                                "(export ONNX per mask from single runs)")
+        return inspect(multimask.write(masks, out, codec=codec, force=force))
+    if source is None:
+        raise ArtifactError("nothing to export: pass a run folder, a checkpoint or an artifact (or --mask NAME=RUN)")
 
     out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
     if out is None and onnx is None:
@@ -154,6 +165,7 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "method": art.recipe.search.method, "density": art.recipe.search.density,
         "popcli_version": art.metadata.get("popcli_version"), "torch_version": art.metadata.get("torch_version"),
         "metrics": json.loads(art.metadata.get("metrics", "{}")), "data": art.data_info,
+        "model_source": json.loads(art.metadata["model_source"]) if "model_source" in art.metadata else None,
         "layers": layers, "masked_weights": masked, "kept_weights": sum(r.kept for r in art.layers),
         "mask_codec": art.codec, "mask_bytes": mask_bytes,
         "mask_bits_per_weight": 8 * mask_bytes / masked if masked else None,
@@ -164,7 +176,11 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "dense_fp32_bytes": dense, "dense_over_artifact": dense / art.file_bytes,
         "checkpoint_bytes": ckpt, "checkpoint_over_artifact": ckpt / art.file_bytes if ckpt else None,
     }
+    from . import multimask
+
+    if len(multimask.names(art)) > 1:  # a multi-mask file: the other masks, with their own bytes
+        report["masks"] = multimask.sizes(art)
     if verify:
-        report["problems"] = artifact.verify(art)
+        report["problems"] = [p for name in multimask.names(art) for p in artifact.verify(multimask.select(art, name))]
         report["verified"] = not report["problems"]
     return report

@@ -48,22 +48,26 @@ class DataConfig:
     num_classes: int = 10  # synthetic only
     train_size: int = 2048  # synthetic only
     test_size: int = 512  # synthetic only
+    permute_task: int | None = None  # a fixed pixel permutation drawn from (seed, task): permuted-MNIST tasks
 
 
 @dataclass
 class SearchConfig:
-    method: Literal["edge-popup", "supermask", "dense"] = "edge-popup"  # supermask: Zhou et al. 2019
+    method: Literal["edge-popup", "supermask", "biprop", "signed-supermask", "dense"] = "edge-popup"  # docs/ALGORITHM.md
     density: float = 0.5  # fraction of weights KEPT per layer
     global_topk: bool = False  # one top-k across all masked layers instead of per layer
+    density_schedule: Literal["constant", "anneal"] = "constant"  # anneal: 1.0 -> density (docs/ALGORITHM.md)
+    density_anneal_epochs: float = 0.0  # anneal: epochs from 1.0 to search.density (cubic)
     dense_first: bool = False  # keep the first layer dense (trained weights, not masked)
     dense_last: bool = False  # keep the last layer dense
     epochs: int = 10
     max_steps: int | None = None  # stop after this many training steps in total
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    # optimizer keys: None (unset) takes the method's paper default (popcli.methods), see resolve()
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
@@ -98,12 +102,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "data.num_classes": (2, 100000),
     "data.train_size": (1, 1 << 24),
     "data.test_size": (1, 1 << 24),
+    "data.permute_task": (0, 1 << 20),
     "search.epochs": (0, 100000),
     "search.max_steps": (1, 1 << 40),
     "search.lr": (0.0, 100.0),
     "search.momentum": (0.0, 0.9999),
     "search.weight_decay": (0.0, 1.0),
     "search.warmup_epochs": (0.0, 100000),
+    "search.density_anneal_epochs": (0.0, 100000),
     "search.label_smoothing": (0.0, 0.99),
     "search.threads": (1, 1024),
 }
@@ -165,12 +171,38 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"data.shape: expected [C, H, W] of positive integers, got {shape!r}")
     if any(h < 1 for h in recipe.model.hidden):
         raise RecipeError(f"model.hidden: sizes must be positive, got {recipe.model.hidden!r}")
+    _check_schedule(recipe.search)
     if recipe.search.epochs == 0 and recipe.search.max_steps is None:
         raise RecipeError("search.epochs: 0 epochs needs search.max_steps to bound the run")
     return recipe
 
 
+def _check_schedule(search: SearchConfig) -> None:
+    from .methods import METHODS
+
+    if search.density_schedule == "constant":
+        return
+    method = METHODS.get(search.method)
+    if method is not None and not method.topk:
+        raise RecipeError(f"search.density_schedule: {search.density_schedule} needs a top-k method (edge-popup, "
+                          f"biprop, signed-supermask); {search.method} does not rank scores at a density")
+    if search.density_anneal_epochs <= 0:
+        raise RecipeError("search.density_anneal_epochs: anneal needs a positive number of epochs, e.g. "
+                          "--set search.density_anneal_epochs=3")
+
+
 # --------------------------------------------------------------------------- building
+
+
+def resolve(recipe: Recipe) -> Recipe:
+    """Fill every unset (None) optimizer key of ``recipe.search`` with its method's paper default,
+    in place; what is resolved stays, so a saved recipe keeps its values (idempotent)."""
+    from .methods import OPTIMIZER_KEYS, optimizer_default
+
+    for key in OPTIMIZER_KEYS:
+        if getattr(recipe.search, key) is None:
+            setattr(recipe.search, key, optimizer_default(recipe.search.method, key))
+    return recipe
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,7 +211,12 @@ def _section_types(cls: type) -> dict[str, Any]:  # cached: get_type_hints costs
 
 
 def from_dict(data: dict[str, Any] | None) -> Recipe:
-    """A validated Recipe from a nested dict (missing keys take their defaults)."""
+    """A validated, resolved Recipe from a nested dict (missing keys take their defaults)."""
+    return _validate(resolve(_unresolved(data)))
+
+
+def _unresolved(data: dict[str, Any] | None) -> Recipe:
+    """A validated Recipe from a nested dict, its unset optimizer keys still None."""
     data = dict(data or {})
     recipe = Recipe()
     top = _section_types(Recipe)
@@ -248,10 +285,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         raise RecipeError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping with model/data/search sections")
-    recipe = from_dict(data)
+    recipe = _unresolved(data)  # the method's defaults apply after the overrides (--set search.method=...)
     for text_override in overrides or []:
         set_key(recipe, *parse_override(text_override), validate=False)
-    return _validate(recipe)
+    return _validate(resolve(recipe))
 
 
 def dump(recipe: Recipe) -> str:

@@ -69,7 +69,15 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     sizes.add_row("dense fp32 safetensors", size(report["dense_fp32_bytes"]), f"{report['dense_over_artifact']:.1f}x")
     ratio = report["checkpoint_over_artifact"]
     sizes.add_row("search checkpoint", size(report["checkpoint_bytes"]), f"{ratio:.1f}x" if ratio else "n/a")
-    return [about, layers, sizes]
+    tables = [about, layers, sizes]
+    if report.get("masks"):  # a multi-mask file: the rows above describe its first mask
+        masks = Table("mask", "kept", "own bytes", "search test accuracy", title="masks over the same seed",
+                      title_justify="left")
+        for row in report["masks"]:
+            acc = row["test_acc"]
+            masks.add_row(row["name"], f"{row['kept_weights']:,}", size(row["bytes"]), f"{acc:.2%}" if acc is not None else "")
+        tables.append(masks)
+    return tables
 
 
 def print_verification(console: Console, report: dict[str, Any]) -> None:
