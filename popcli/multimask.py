@@ -138,7 +138,7 @@ def select(art: artifact.Artifact, name: str | None) -> artifact.Artifact:
         return replace(art, tensors=own)
     try:
         entry = json.loads(art.metadata[f"mask.{name}"])
-        recipe = from_dict(entry["recipe"])
+        recipe = from_dict({**entry["recipe"], "seed": int(entry["recipe"]["seed"])})  # a string since version 2
         kept = [int(k) for k in entry["kept"]]
         codec = str(entry["mask_codec"])
     except (KeyError, TypeError, ValueError, json.JSONDecodeError):
