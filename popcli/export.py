@@ -18,15 +18,11 @@ from typing import Any
 import torch
 
 from . import artifact, codecs
+from .artifact_schema import STATIC_DATA
 from .checkpoint import load_checkpoint
 from .errors import ArtifactError, RunError
 from .models import build_model, input_size
 from .recipe import Recipe, from_dict
-
-# Input shape and classes of each dataset, for checkpoints written before they stored them.
-_STATIC_DATA = {"fashion-mnist": ([1, 28, 28], 10), "mnist": ([1, 28, 28], 10), "cifar10": ([3, 32, 32], 10),
-                "cifar100": ([3, 32, 32], 100)}
-
 
 def find_checkpoint(source: str | Path) -> Path:
     """A checkpoint file, or the last.pt of a run folder."""
@@ -45,8 +41,8 @@ def _data_info(state: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
         return state["data_info"]
     if recipe.data.dataset == "synthetic":
         return {"shape": list(recipe.data.shape), "num_classes": recipe.data.num_classes}
-    if recipe.data.dataset in _STATIC_DATA:
-        shape, classes = _STATIC_DATA[recipe.data.dataset]
+    if recipe.data.dataset in STATIC_DATA:  # checkpoints written before they stored their input shape
+        shape, classes = STATIC_DATA[recipe.data.dataset]
         return {"shape": shape, "num_classes": classes}
     raise RunError("this checkpoint does not record its input shape; re-run the search with this popcli version")
 
