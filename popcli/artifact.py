@@ -33,8 +33,8 @@ from .recipe import Recipe
 
 FORMAT_NAME = "popcli-artifact"
 FORMAT_VERSION = 2  # 2: true shapes of 0-d tensors in content_sha256, the recipe's seed as a string
-MULTI_MASK_VERSION = 3  # version 2 + several named masks over one seed (popcli.multimask); read here too
-READABLE_VERSIONS = (1, 2, MULTI_MASK_VERSION)
+MULTI_MASK_VERSION = 3  # 2 + several named masks over one seed (popcli.multimask); written for multi-mask files only
+READABLE_VERSIONS = (1, 2, 3)
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
 
@@ -340,6 +340,8 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
     extra -= set(method_store.method_tensors())  # checked by method_store.restore
+    if art.metadata.get("format_version") == str(MULTI_MASK_VERSION):  # the other masks' own: popcli.multimask
+        extra = {k for k in extra if not k.startswith("mask.")}
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]
