@@ -35,6 +35,7 @@ from . import __version__, distributed, memory, runlock
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import PopcliError, RunError, TrainingDiverged
+from .methods import schedule as density_schedule
 from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
@@ -279,6 +280,7 @@ def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_sto
     model = (user_model if user_model is not None else
              build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
                          num_classes=splits.info.num_classes, seed=recipe.seed)).to(runtime.device)
+    density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     params = trainable_parameters(model)

@@ -125,8 +125,10 @@ def test_import_path_errors_are_one_line(tmp_path, monkeypatch):
         get_model_builder("nosuchpkg_xyz.nets:build")
     with pytest.raises(ModelError, match="not an import path"):
         get_model_builder("a b:c")
+    with pytest.raises(ModelError, match="standard-library module"):
+        get_model_builder("os:system")
     with pytest.raises(ModelError, match="has no 'nope'"):
-        get_model_builder("json:nope")
+        get_model_builder("popcli.models.paper:nope")
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         get_model_builder("nope")
 

@@ -49,6 +49,8 @@ class _Unimportable(Exception):
 def _resolve(target: str) -> Any:
     """The object ``module:attr.path`` names, or _Unimportable with a short reason."""
     module_name, _, attr = target.partition(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:  # an artifact must not make popcli run stdlib code
+        raise _Unimportable(f"{module_name!r} is a standard-library module, not model code")
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
