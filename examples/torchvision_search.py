@@ -9,8 +9,9 @@
 3. ``popcli.search(model, train, test, arch="torchvision_search:build")``: the search loop on
    that Dataset; ``arch`` names this file's ``build`` so that any process can rebuild the model.
 4. The run is exported as an artifact (seed + bit masks + batch-norm statistics), then a fresh
-   Python process loads it (``popcli.load``: weights regenerated from the seed), checks its
-   logits against this process's bit for bit, and exports a verified ONNX graph.
+   Python process loads it (``popcli.load``: weights regenerated from the seed), compares its
+   logits with this process's (bit for bit, or float rounding where loading folds batch norm),
+   and exports a verified ONNX graph.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ artifact, onnx, check = sys.argv[1:4]
 model = popcli.load(artifact)                       # rebuilt from torchvision_search:build + seed + masks
 x, expected = torch.load(check)
 with torch.no_grad():
-    same = torch.equal(model(x), expected)
+    logits = model(x)
 report = export(artifact, onnx=onnx, inputs=x)      # baked, checked with onnx.checker and ONNX Runtime
-print(json.dumps({"same_logits": same, "onnx_bytes": report["onnx"]["bytes"],
-                  "onnx_max_abs_diff": report["onnx"]["parity"]["max_abs_diff"]}))
+print(json.dumps({"same_logits": torch.equal(logits, expected), "max_diff": float((logits - expected).abs().max()),
+                  "same_predictions": torch.equal(logits.argmax(1), expected.argmax(1)),
+                  "onnx_bytes": report["onnx"]["bytes"], "onnx_max_abs_diff": report["onnx"]["parity"]["max_abs_diff"]}))
 """
 
 
@@ -112,9 +114,11 @@ def main() -> None:
         if fresh.returncode != 0:
             sys.exit(f"the fresh process failed: {fresh.stderr.strip().splitlines()[-1]}")
         result = json.loads(fresh.stdout)
-        print(f"fresh process: logits equal bit for bit: {result['same_logits']}; ONNX {result['onnx_bytes']:,} bytes, "
-              f"max |ONNX - PyTorch| = {result['onnx_max_abs_diff']:.2e}")
-        if not result["same_logits"]:
+        # Bit for bit unless popcli.load folds batch norm into the weights for speed (float rounding).
+        print(f"fresh process: logits bit for bit: {result['same_logits']} (max |loaded - searched| = "
+              f"{result['max_diff']:.1e}), same predictions: {result['same_predictions']}; ONNX "
+              f"{result['onnx_bytes']:,} bytes, max |ONNX - PyTorch| = {result['onnx_max_abs_diff']:.2e}")
+        if result["max_diff"] > 1e-4 or not result["same_predictions"]:
             sys.exit("the loaded model differs from the searched one")
 
 
