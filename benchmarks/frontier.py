@@ -66,6 +66,7 @@ class Base:
     finetune_epochs: float  # after each magnitude-pruning step
     dense_lrs: tuple[float, ...] = (0.03, 0.1, 0.3)  # the tuning sweep of the dense baseline
     small_up_to: float = 1.0  # small dense networks for the densities up to this one
+    densities: tuple[float, ...] | None = None  # None: Settings.densities
     shape: tuple[int, int, int] = (1, 28, 28)
 
 
@@ -75,19 +76,21 @@ class Settings:
     methods: tuple[str, ...] = ("edge-popup", "biprop", "signed-supermask", "supermask")
     densities: tuple[float, ...] = (0.5, 0.3, 0.1, 0.05, 0.03, 0.01)  # pruned in this order
     init: str = "scaled_signed_constant"
-    small_epochs: float = 5.0  # the small dense networks (as many as popcli's LeNet points)
+    small_epochs: float = 2.0  # the small dense networks (as many as popcli's LeNet points)
     finetune_lr_factor: float = 0.1  # fine-tuning lr = tuned dense lr x this (Deep Compression)
-    threads: int = 2
+    threads: int = 1  # 2 threads on 2 busy cores ran 2.6x slower than 1
     data: tuple[str, ...] = ()  # recipe overrides for the data section (tiny: synthetic)
     extra: tuple[str, ...] = ()  # recipe overrides for every popcli point
     max_steps: int | None = None  # every training run capped (tiny)
     latency_s: float = 0.5  # seconds of timed calls per latency figure
 
 
+# Epochs are cut from the recipes' (LeNet 5, quick start 10) to fit ~1 hour on 2 CPU cores shared
+# with other jobs (docs/RESULTS.md); every method of a base gets the same number of epochs.
 FULL_BASES = (
-    Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", bl.MLPSpec(hidden=[300, 100]), 5, 5, 2),
-    Base("quickstart", "popcli/recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 2, 2, 1,
-         dense_lrs=(0.1,), small_up_to=0.1),
+    Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", bl.MLPSpec(hidden=[300, 100]), 2, 2, 1),
+    Base("quickstart", "popcli/recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 1, 1, 0.5,
+         dense_lrs=(0.1,), small_up_to=0.0, densities=(0.1, 0.03, 0.01)),
 )
 
 
@@ -278,7 +281,7 @@ def magnitude_points(ctx: Context, base: Base, lr: float) -> None:
     """Iterative global magnitude pruning through the densities (descending), fine-tuned each step."""
     splits, x, y, _ = _data(ctx, base)
     previous = _state_path(ctx, base.name, "dense", f"lr{lr:g}")
-    for step, density in enumerate(sorted(ctx.settings.densities, reverse=True)):
+    for step, density in enumerate(sorted(base.densities or ctx.settings.densities, reverse=True)):
         key, path = f"{base.name}/magnitude/sparse int8 xz/{density:g}", _state_path(ctx, base.name, "pruned", f"{density:g}")
         if key in ctx.done and path.exists():
             previous = path
@@ -345,13 +348,13 @@ def _jobs(ctx: Context):
         lr = lambda base=base: dense_tuning(ctx, base)  # noqa: E731
         yield f"{base.name}/dense/*", lambda base=base, lr=lr: dense_points(ctx, base, lr())
         yield f"{base.name}/magnitude/*", lambda base=base, lr=lr: magnitude_points(ctx, base, lr())
-        for density in (d for d in s.densities if d <= base.small_up_to):
+        for density in (d for d in (base.densities or s.densities) if d <= base.small_up_to):
             yield "small/*", lambda base=base, d=density, lr=lr: small_points(ctx, base, lr(), d)
-        for density in s.densities if s.methods else ():
+        for density in (base.densities or s.densities) if s.methods else ():
             yield f"{base.name}/{s.methods[0]}/*", lambda b=base, m=s.methods[0], d=density: popcli_point(ctx, b, m, d)
     for base in s.bases:
         for method in s.methods[1:]:
-            for density in s.densities:
+            for density in base.densities or s.densities:
                 yield f"{base.name}/{method}/*", lambda b=base, m=method, d=density: popcli_point(ctx, b, m, d)
 
 
@@ -368,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "frontier", help="runs, files and states")
     parser.add_argument("--csv", type=Path, default=None, help="results (default docs/figures/frontier.csv; tiny: WORK/frontier.csv)")
     parser.add_argument("--methods", default=None, help="popcli methods, comma-separated (default edge-popup,biprop,signed-supermask,supermask)")
+    parser.add_argument("--densities", default=None, help="kept fractions, comma-separated (default 0.5,...,0.01)")
     parser.add_argument("--bases", default=None, help="lenet,quickstart (default both)")
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
-    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra recipe override for popcli points")
     parser.add_argument("--report", action="store_true", help="only write the figure and print the table")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
@@ -378,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = tiny_settings() if args.tiny else Settings(bases=FULL_BASES)
     if args.methods:
         settings = replace(settings, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+    if args.densities:
+        settings = replace(settings, densities=tuple(float(d) for d in args.densities.split(",") if d.strip()))
     if args.bases:
         settings = replace(settings, bases=tuple(b for b in settings.bases if b.name in args.bases.split(",")))
     if args.threads:

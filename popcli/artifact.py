@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from . import __version__, artifact_schema, codecs, rng
 from .artifact_schema import LayerRecord, strict_json
-from .checkpoint import atomic_write
+from .checkpoint import storage_error, write_atomic
 from .errors import ArtifactError, PopcliError
 from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
@@ -33,8 +33,8 @@ from .recipe import Recipe
 
 FORMAT_NAME = "popcli-artifact"
 FORMAT_VERSION = 2  # 2: true shapes of 0-d tensors in content_sha256, the recipe's seed as a string
-MULTI_MASK_VERSION = 3  # version 2 + several named masks over one seed (popcli.multimask); read here too
-READABLE_VERSIONS = (1, 2, MULTI_MASK_VERSION)
+MULTI_MASK_VERSION = 3  # 2 + several named masks over one seed (popcli.multimask); written for multi-mask files only
+READABLE_VERSIONS = (1, 2, 3)
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
 
@@ -109,10 +109,17 @@ def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord]
 
 def check_output(path: Path, force: bool, option: str) -> None:
     """ArtifactError unless ``path`` can be written: its folder exists, and it does not (or ``force``).
-    ``option`` names the command-line option that chose it, for the message."""
-    if path.exists() and not force:
+    ``option`` names the command-line option that chose it, for the message. The final write is
+    exclusive without ``force`` (checkpoint.write_atomic), so a writer that appears meanwhile still loses."""
+    try:
+        is_dir, exists, folder_ok = path.is_dir(), path.exists(), path.parent.is_dir()
+    except OSError as err:  # a name too long for the filesystem, a symlink loop in the folders
+        raise storage_error(path, err) from None
+    if is_dir:
+        raise ArtifactError(f"{str(path)!r} is a folder; choose a file name for {option}")
+    if exists and not force:
         raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
-    if not path.parent.is_dir():
+    if not folder_ok:
         raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
@@ -154,9 +161,9 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     if source is not None:
         metadata["model_source"] = json.dumps(source, separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as safetensors_bytes
 
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata), exclusive=not force)
     return read(path)
 
 
@@ -333,6 +340,8 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
     extra -= set(method_store.method_tensors())  # checked by method_store.restore
+    if art.metadata.get("format_version") == str(MULTI_MASK_VERSION):  # the other masks' own: popcli.multimask
+        extra = {k for k in extra if not k.startswith("mask.")}
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]

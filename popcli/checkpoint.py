@@ -116,9 +116,13 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
     """
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
+    try:
+        folder_ok, is_dir = folder.is_dir(), path.is_dir()
+    except OSError as err:  # ENAMETOOLONG, ELOOP
+        raise storage_error(path, err, kept) from None
+    if not folder_ok:
         raise StorageError(f"folder {str(folder)!r} does not exist; create it or choose another path")
-    if path.is_dir():
+    if is_dir:
         raise StorageError(f"{str(path)!r} is a folder; choose a file name")
     tmp = folder / temp_name(path.name, _name_max(folder))
     try:
@@ -142,6 +146,11 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, err, kept) from None
+    except RuntimeError as err:  # torch.save's zip writer turns a failed write into "enforce fail"
+        tmp.unlink(missing_ok=True)
+        if isinstance(err.__context__, OSError):
+            raise storage_error(path, err.__context__, kept) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -166,6 +175,11 @@ def write_lines(path: Path, lines: Iterable[str], *, kept: str = "") -> None:
 def copy_atomic(source: Path, path: Path, *, kept: str = "") -> None:
     """``path`` := a copy of ``source`` (a hard link where possible: same bytes, no space), atomically."""
     folder = path.parent
+    try:
+        if path.samefile(source):  # already a link to it (a resume re-deriving best.pt): rename would do nothing
+            return
+    except OSError:
+        pass
     tmp = folder / temp_name(path.name, _name_max(folder))
     try:
         os.link(source, tmp)

@@ -12,6 +12,7 @@ here prints.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,12 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     for path, option in ((out, "-o"), (onnx, "--onnx")):  # before the slow part
         if path is not None:
             artifact.check_output(path, force, option)
+    if onnx is not None and int8:
+        from .deploy import int8_path
+
+        artifact.check_output(int8_path(onnx), force, "--onnx")
+    if out is not None and onnx is not None and os.path.realpath(out) == os.path.realpath(onnx):
+        raise ArtifactError(f"-o and --onnx are the same file {str(out)!r}; give them different names")
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:

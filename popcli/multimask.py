@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import artifact
-from .checkpoint import atomic_write
+from .checkpoint import write_atomic
 from .errors import ArtifactError
 from .recipe import from_dict
 
@@ -100,7 +100,7 @@ def write(specs: list[str], out: str | Path, *, codec: str = "auto", force: bool
     out = Path(out)
     artifact.check_output(out, force, "-o")
     pairs = parse_specs(specs)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the system's: the output folder may be read-only (one error, below)
         arts = []
         for i, (name, run) in enumerate(pairs):
             export_one(run, Path(tmp) / f"{i}.safetensors", codec=codec)
@@ -115,9 +115,9 @@ def write(specs: list[str], out: str | Path, *, codec: str = "auto", force: bool
             metadata[f"mask.{name}"] = json.dumps(_entry(art), separators=(",", ":"))
             tensors.update({f"mask.{name}.{key}": value for key, value in art.tensors.items()})
     metadata["content_sha256"] = artifact.content_sha256(metadata, tensors)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as safetensors_bytes
 
-    atomic_write(out, lambda tmp_path: save_file(tensors, str(tmp_path), metadata=metadata))
+    write_atomic(out, safetensors_bytes(tensors, metadata=metadata), exclusive=not force)
     written = artifact.read(out)
     for name in names(written):
         problems = artifact.verify(select(written, name))
@@ -138,7 +138,10 @@ def select(art: artifact.Artifact, name: str | None) -> artifact.Artifact:
         return replace(art, tensors=own)
     try:
         entry = json.loads(art.metadata[f"mask.{name}"])
-        recipe = from_dict({**entry["recipe"], "seed": int(entry["recipe"]["seed"])})  # a string since version 2
+        raw = dict(entry["recipe"])
+        if isinstance(raw.get("seed"), str) and raw["seed"].isdigit():  # format 2+: the seed as a decimal string
+            raw["seed"] = int(raw["seed"])
+        recipe = from_dict(raw)
         kept = [int(k) for k in entry["kept"]]
         codec = str(entry["mask_codec"])
     except (KeyError, TypeError, ValueError, json.JSONDecodeError):

@@ -289,3 +289,31 @@ def test_single_mask_files_still_read_as_one_default_mask(task_runs, tmp_path):
     for spec, fragment in ((["bad name=x"], "NAME=RUN"), ([f"a={task_runs / 't0'}", f"a={task_runs / 't1'}"], "twice")):
         with pytest.raises(ArtifactError, match=fragment):
             export(None, tmp_path / "x.safetensors", masks=spec)
+
+
+@pytest.mark.parametrize("name", ["v1_fc_bn_rans", "v1_conv2_packbits", "v1_fc_dense"])
+def test_version_1_files_read_as_one_default_mask(name):
+    path = Path(__file__).parent / "golden" / f"{name}.safetensors"
+    art = _artifact.read(path)
+    assert art.metadata["format_version"] == "1" and multimask.names(art) == ["default"]
+    assert multimask.select(art, "default").layers == art.layers
+    model = popcli.load(path, mask="default")
+    assert not model.training
+    with pytest.raises(ArtifactError, match="holds: default"):
+        popcli.load(path, mask="task1")
+
+
+def test_inspect_cli_lists_the_masks(task_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from popcli.cli import app
+
+    specs = [f"--mask=t{i}={task_runs / f't{i}'}" for i in range(2)]
+    result = CliRunner().invoke(app, ["export", *specs, "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.safetensors"), "--json"])
+    report = _json.loads(result.stdout)
+    assert [m["name"] for m in report["masks"]] == ["t0", "t1"] and all(m["bytes"] > 0 for m in report["masks"])
+    result = CliRunner().invoke(app, ["export", f"--mask=a={task_runs / 't0'}", f"--mask=b={task_runs / 'other-seed'}",
+                                      "-o", str(tmp_path / "x.safetensors")])
+    assert result.exit_code != 0 and "seed" in result.output and "Traceback" not in result.output
