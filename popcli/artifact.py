@@ -254,12 +254,9 @@ def read(path: str | Path) -> Artifact:
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
-    from .multimask import select
-
-    default = select(art, None)  # a multi-mask file's own tensors: its first mask's
-    model = skeleton(default)
-    _check_structure(model, default)  # before anything the layer records size is allocated
-    _check_state(model, default)
+    model = skeleton(art)
+    _check_structure(model, art)  # before anything the layer records size is allocated
+    _check_state(model, art)  # (a multi-mask file's first mask: the others' tensors are under "mask.")
     return art
 
 
