@@ -8,8 +8,10 @@ missing and extra tensors). ``outcome`` runs ``popcli.load`` and ``inspect`` + i
 on one file and classifies it:
 
 - ``error``: a one-line PopcliError (the only acceptable refusal);
-- ``ok``: accepted, and the model is the one its metadata describes (the facts the metadata
-  states equal the original's, and the logits equal the original model's bit for bit);
+- ``ok``: accepted, and the model is the one its metadata describes: read independently
+  (``described``), its copies of each fact agree, its architecture builds the same structure,
+  its weight facts and input are the original's, and the logits equal the original model's
+  holding the file's stored tensors (statistics, dense weights), bit for bit;
 - ``wrong``: accepted, but another model than the metadata describes, or a multi-line error;
 - ``traceback``: any other exception.
 
