@@ -87,7 +87,7 @@ def table(rows: list[dict]) -> str:
     """Every point as a markdown table, by method then base then size."""
     lines = ["| method | base | storage | kept | test acc | file | at inference | ORT b1 | ORT b64 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in sorted(_points(rows), key=lambda r: (not is_popcli(r), r["method"], r["base"], r["storage"], r["file_bytes"])):
+    for row in sorted(_points(rows), key=lambda r: (not is_popcli(r), r["method"], r["base"], r["storage"][:8], r["density"])):
         lines.append(f"| {row['method']} | {row['base']} | {row['storage']} | {100 * row['density']:.3g}% | "
                      f"{100 * row['test_acc']:.2f}% | {_kib(row['file_bytes'])} | {_kib(row['infer_bytes'])} | "
                      f"{row['ort_b1_ms']:.3f} ms | {row['ort_b64_ms']:.3f} ms |")
@@ -126,7 +126,7 @@ def headline(rows: list[dict]) -> str:
             lines.append(f">= {100 * target:.0f}%: no point of {missing} reaches it")
             continue
         p, b = c["popcli"], c["baseline"]
-        lines.append(f">= {100 * target:.0f}%: popcli {label(p)} at {100 * p['density']:.3g}% kept, "
+        lines.append(f">= {100 * target:.0f}%: {label(p)} at {100 * p['density']:.3g}% kept, "
                      f"{p['file_bytes']:,} B ({100 * p['test_acc']:.2f}%) vs {label(b)} {b['file_bytes']:,} B "
                      f"({100 * b['test_acc']:.2f}%): baseline / popcli = {c['ratio']:.2f}x")
     return "\n".join(lines)
