@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from . import __version__, codecs, rng
 from .checkpoint import atomic_write
-from .errors import ArtifactError, PopcliError
+from .errors import ArtifactError, OutputExists, PopcliError
 from .models import build_architecture, init_density, masked_layers
 from .recipe import Recipe, from_dict
 
@@ -121,9 +121,9 @@ def check_output(path: Path, force: bool, option: str) -> None:
     """ArtifactError unless ``path`` can be written: its folder exists, and it does not (or ``force``).
     ``option`` names the command-line option that chose it, for the message."""
     if path.exists() and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+        raise OutputExists(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
     if not path.parent.is_dir():
-        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+        raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
@@ -188,6 +188,11 @@ def _header(path: Path) -> tuple[dict[str, Any], int]:
             raise ArtifactError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
         length = int.from_bytes(head, "little")
         if length > min(_MAX_HEADER, size - 8):
+            from .sniff import not_an_artifact
+
+            foreign = not_an_artifact(path)
+            if foreign:
+                raise ArtifactError(foreign)
             raise ArtifactError(f"{path}: not a safetensors file, or truncated (header length {length} does not fit "
                                 f"in {size} bytes); re-export it")
         raw = f.read(length)

@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import RunError
+from . import jsonsafe
+from .errors import RunError, RunExists
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
+PROTECTED = ("last.pt", "best.pt", "summary.json")  # what makes a folder "hold a run"
 CHECKPOINT_FORMAT = "popcli-checkpoint/1"
 
 
@@ -31,10 +33,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 (and writers may replace tmp): give what open() gives
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -43,7 +53,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(jsonsafe.dumps(record) + "\n")
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -52,10 +62,14 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume:
         if not (run_dir / "last.pt").is_file():
-            raise RunError(f"nothing to resume in {str(run_dir)!r}: no last.pt; start a new run without --resume")
+            started = "it stopped before its first checkpoint" if existing else "no run there"
+            raise RunError(f"nothing to resume in {str(run_dir)!r} ({started}: no last.pt); run the same command "
+                           "without --resume to start it")
         return
-    if existing and not force:
-        raise RunError(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
+    # a folder with no checkpoint and no summary (stopped before its first checkpoint) holds nothing
+    # worth keeping: a new run simply replaces its recipe.yaml / metrics.jsonl
+    if existing and not force and any(name in existing for name in PROTECTED):
+        raise RunExists(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
                        "pass --resume to continue it, --force to start over, or --out for a new folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in existing:  # --force: replace only the files a run writes, nothing else

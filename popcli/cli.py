@@ -19,9 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, tables
-from .errors import PopcliError
+from . import jsonsafe
+from .errors import EXIT_INTERRUPT, Interrupted, PopcliError, RunError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+EXIT_CODES = ("Exit codes: 0 success; 1 the work failed (missing or corrupt data, artifact, checkpoint or file; "
+              "failed verification; diverged search); 2 usage error (bad option, recipe key or value; an output "
+              "that exists without --force); 130 interrupted (Ctrl-C).")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
                   help="Find sparse subnetworks hidden in randomly weighted networks (edge-popup) and ship them.")
 err_console = Console(stderr=True)
 out_console = Console()
@@ -39,7 +43,7 @@ def _guard(command: Callable) -> Callable:
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPT) from None
 
     return wrapper
 
@@ -54,7 +58,7 @@ def _spinner(text: str, quiet: bool = False):
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.write(jsonsafe.dumps(data) + "\n")  # strict JSON: NaN / inf become null
 
 
 def _version_callback(value: bool) -> None:
@@ -100,6 +104,12 @@ class _StopFlag:
         return self.requested
 
 
+def _option_overrides(*, device: str | None = None, data_dir: str | None = None) -> list[str]:
+    """--device / --data-dir as the --set overrides they stand for."""
+    pairs = (("search.device", device), ("data.data_dir", data_dir))
+    return [f"{key}={json.dumps(value)}" for key, value in pairs if value]  # JSON quoting: a path stays a string
+
+
 def _default_run_dir(recipe) -> Path:
     r = recipe
     return Path("runs") / f"{r.model.arch}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
@@ -116,6 +126,7 @@ def search(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing run folder (replaces its run files)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (sets search.device)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder (sets data.data_dir; only it is searched)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -127,15 +138,22 @@ def search(
 
     keep_freed_memory()  # steadier, faster CPU steps; process-wide, so the CLI decides
 
-    if device:
-        overrides = [*overrides, f"search.device={device}"]
+    overrides = [*overrides, *_option_overrides(device=device, data_dir=data_dir)]
     if resume and recipe_path is None and out is not None:
+        if not (out / "recipe.yaml").is_file():
+            raise RunError(f"nothing to resume in {str(out)!r}: no run there (no recipe.yaml); start one with "
+                           f"popcli search --out {out}")
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
     run_dir = out or _default_run_dir(recipe)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
-    with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
-        summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+    try:
+        with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
+            summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this moment; say what gets out
+        how = (f"resume from its last checkpoint: popcli search --resume --out {run_dir}" if (run_dir / "last.pt").is_file()
+               else "it had no checkpoint yet: run the same command again to start it")
+        raise Interrupted(f"aborted; {how}") from None
     if not main_rank:
         return
     if as_json:
@@ -155,6 +173,7 @@ def sweep(
                                    help="Values of one recipe key (repeatable; the sweep runs the cross product)."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override for every point."),
     out: Path = typer.Option(Path("sweeps/sweep"), "--out", "-o", help="Sweep folder (runs/, results.csv, figures)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for every point (sets data.data_dir)."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the figures at the end (needs matplotlib)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -166,7 +185,8 @@ def sweep(
     from .sweep import parse_grid, run_sweep
 
     keep_freed_memory()
-    shown = not quiet and not as_json
+    shown = not quiet  # progress goes to stderr, so --json (stdout) keeps it, as search does
+    overrides = [*overrides, *_option_overrides(data_dir=data_dir)]
 
     def on_event(kind: str, info: dict[str, Any]) -> None:
         if kind in ("point", "point_skipped") and shown:

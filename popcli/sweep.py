@@ -27,11 +27,13 @@ from .errors import RecipeError
 from .search import SearchInterrupted, search
 
 EventHandler = Callable[[str, dict[str, Any]], None]
-# results.csv columns: the recipe keys that sweeps vary, then what the search reached
+# results.csv columns: the recipe keys sweeps usually vary, then every other resolved recipe key
+# that differs between the runs, then what the search reached (epochs_run: as actually run,
+# fractional when search.max_steps stopped it mid-epoch)
 RECIPE_COLUMNS = ("seed", "model.arch", "model.init", "model.width", "model.hidden", "data.dataset", "search.method",
-                  "search.density", "search.epochs", "search.lr", "search.optimizer")
-SUMMARY_COLUMNS = ("test_acc", "val_acc", "params_kept", "params_total", "kept_fraction", "steps", "step_time_ms",
-                   "wall_s")
+                  "search.density", "search.epochs", "search.max_steps", "search.lr", "search.optimizer")
+SUMMARY_COLUMNS = ("test_acc", "val_acc", "params_kept", "params_total", "kept_fraction", "steps", "epochs_run",
+                   "step_time_ms", "wall_s")
 
 
 def _split_values(text: str) -> list[str]:
@@ -87,7 +89,8 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def collect(out: Path) -> list[dict[str, Any]]:
-    """One row per finished run under ``out/runs`` (recipe keys + summary), sorted by run name."""
+    """One row per finished run under ``out/runs`` (every resolved recipe key + the summary's
+    figures), sorted by run name."""
     rows = []
     for run in sorted((out / "runs").glob("*/summary.json")):
         folder = run.parent
@@ -96,18 +99,27 @@ def collect(out: Path) -> list[dict[str, Any]]:
             recipe = _flat(yaml.safe_load((folder / "recipe.yaml").read_text()))
         except (OSError, json.JSONDecodeError, yaml.YAMLError, AttributeError):
             continue  # a damaged run folder is left out, not fatal
-        row = {"run": folder.name, **{k: recipe.get(k) for k in RECIPE_COLUMNS},
-               **{k: summary.get(k) for k in SUMMARY_COLUMNS}}
+        summary["epochs_run"] = summary.get("epochs")
+        row = {"run": folder.name, **recipe, **{k: summary.get(k) for k in SUMMARY_COLUMNS}}
         rows.append(row)
     return rows
 
 
+def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Recipe keys beyond RECIPE_COLUMNS whose value differs between ``rows`` (first-seen order)."""
+    keys = dict.fromkeys(k for r in rows for k in r if k not in RECIPE_COLUMNS and k not in SUMMARY_COLUMNS
+                         and k != "run")
+    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+
+
 def write_results(out: Path) -> Path:
     """Rewrite ``out/results.csv`` from every finished run; its path."""
+    rows = collect(out)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run", *RECIPE_COLUMNS, *SUMMARY_COLUMNS])
+    writer = csv.DictWriter(buffer, fieldnames=["run", *RECIPE_COLUMNS, *varying_keys(rows), *SUMMARY_COLUMNS],
+                            extrasaction="ignore")
     writer.writeheader()
-    for row in collect(out):
+    for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
     path = out / "results.csv"
     atomic_write_text(path, buffer.getvalue())
