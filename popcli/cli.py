@@ -119,7 +119,7 @@ def _default_run_dir(recipe) -> Path:
 @_guard
 def search(
     recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]",
-                                                 help="YAML recipe; omitted: the packaged Fashion-MNIST quick start."),
+                                                 help="YAML recipe or a packaged recipe's name (popcli recipes); omitted: the Fashion-MNIST quick start."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a recipe key, value parsed as YAML (repeatable), e.g. --set search.density=0.3"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<arch>-<dataset>-<method>-d<density>-s<seed>]."),
@@ -127,6 +127,7 @@ def search(
     force: bool = typer.Option(False, "--force", help="Start over in an existing run folder (replaces its run files)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (sets search.device)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder (sets data.data_dir; only it is searched)."),
+    show: bool = typer.Option(False, "--show-recipe", help="Print the resolved recipe (every key, type, range, default) and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -145,6 +146,10 @@ def search(
                            f"popcli search --out {out}")
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
+    if show:
+        from .cli_catalog import show_recipe
+
+        return show_recipe(recipe, as_json)
     run_dir = out or _default_run_dir(recipe)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
     try:
@@ -160,73 +165,6 @@ def search(
         _print_json(summary)
     else:
         out_console.print(tables.summary_table(summary))
-
-
-# --------------------------------------------------------------------------- sweep / plot
-
-
-@app.command()
-@_guard
-def sweep(
-    recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]", help="YAML recipe; omitted: the quick start."),
-    grid: list[str] = typer.Option(..., "--grid", "-g", metavar="KEY=V1,V2",
-                                   help="Values of one recipe key (repeatable; the sweep runs the cross product)."),
-    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override for every point."),
-    out: Path = typer.Option(Path("sweeps/sweep"), "--out", "-o", help="Sweep folder (runs/, results.csv, figures)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for every point (sets data.data_dir)."),
-    plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the figures at the end (needs matplotlib)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-) -> None:
-    """Run a grid of searches (resumable: finished points are skipped), write results.csv and figures."""
-    from .plot import PlotError, draw
-    from .progress import SearchDisplay
-    from .runtime import keep_freed_memory
-    from .sweep import parse_grid, run_sweep
-
-    keep_freed_memory()
-    shown = not quiet  # progress goes to stderr, so --json (stdout) keeps it, as search does
-    overrides = [*overrides, *_option_overrides(data_dir=data_dir)]
-
-    def on_event(kind: str, info: dict[str, Any]) -> None:
-        if kind in ("point", "point_skipped") and shown:
-            state = "done already, skipped" if kind == "point_skipped" else "running"
-            err_console.print(f"[bold]point {info['index'] + 1}/{info['total']}[/bold] {' '.join(info['point'])}: {state}",
-                              highlight=False)
-        if kind == "start" and display.task is not None:  # a new search: a fresh bar
-            display.progress.remove_task(display.task)
-            display.task = None
-        display.handle(kind, info)
-
-    with _StopFlag() as stop, SearchDisplay(err_console, enabled=shown) as display:
-        report = run_sweep(recipe_path, parse_grid(grid), out, overrides=overrides, on_event=on_event, should_stop=stop)
-    if plot:
-        try:
-            report["figures"] = draw(report["results"], out)
-        except PlotError as err:
-            report["figures"], report["plot_error"] = [], str(err)
-    if as_json:
-        _print_json(report)
-        return
-    out_console.print(f"{report['ran']} run, {report['skipped']} skipped of {report['points']} points; "
-                      f"{report['rows']} runs in {report['results']}", highlight=False)
-    for figure in report.get("figures", []):
-        out_console.print(f"figure: {figure}", highlight=False)
-    if report.get("plot_error"):
-        err_console.print(f"[yellow]note:[/yellow] {report['plot_error']}", highlight=False)
-
-
-@app.command("plot")
-@_guard
-def plot_command(
-    results: Path = typer.Argument(..., metavar="RESULTS_CSV", help="A results.csv written by popcli sweep."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files [default: beside the CSV]."),
-) -> None:
-    """Redraw a sweep's figures (accuracy vs % weights kept, vs width, vs parameter count)."""
-    from .plot import draw
-
-    for figure in draw(results, out):
-        out_console.print(f"figure: {figure}", highlight=False)
 
 
 # --------------------------------------------------------------------------- export / inspect
@@ -349,6 +287,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print {name: desc
     for name, description in registered.items():
         table.add_row(name, description)
     out_console.print(table)
+
+
+from . import cli_catalog, cli_sweep  # noqa: E402,F401  (they add their commands to ``app``)
 
 
 def main() -> None:

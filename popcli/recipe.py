@@ -229,7 +229,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (None: the packaged quick start) and apply ``--set`` overrides."""
+    """Read a YAML recipe (a file, a packaged recipe's name such as ``cifar10-conv4``, or None: the
+    packaged quick start) and apply ``--set`` overrides."""
     if path is None:
         from importlib.resources import files
 
@@ -237,9 +238,14 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         source = "the packaged quickstart recipe"
     else:
         path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe {str(path)!r} not found; pass a YAML file (see recipes/README.md)")
-        text, source = path.read_text(), str(path)
+        if path.is_file():
+            text, source = path.read_text(), str(path)
+        else:
+            from .catalog import packaged_text, unknown
+
+            text, source = packaged_text(str(path)), f"the packaged recipe {str(path)!r}"
+            if text is None:
+                raise unknown(str(path))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -265,3 +265,38 @@ def test_readme_and_quickstart_agree_on_times():
     assert "1.5 minutes" not in quickstart
     make_test = set(re.findall(r"make test[^\n]*?~(\d+) min", readme))
     assert len(make_test) <= 1, make_test
+
+
+# --------------------------------------------------------------------------- recipes, runs
+
+
+def test_packaged_recipes_by_name_and_show(tmp_path):
+    listed = run("recipes")
+    assert listed.exit_code == 0
+    lines = {line.split()[0]: line for line in listed.stdout.strip().splitlines()}
+    assert {"cifar10-conv4", "quickstart", "imagenet-resnet50", "fashion-mnist-paper-sweep"} <= set(lines)
+    assert "Conv4 on CIFAR-10" in lines["cifar10-conv4"]
+    shown = run("search", "cifar10-conv4", "--show-recipe", "--set", "search.density=0.3")
+    assert shown.exit_code == 0 and not (tmp_path / "runs").exists()
+    assert "search.density: 0.3" in shown.stdout and "in (0, 1]; default 0.5 (changed)" in shown.stdout
+    assert 'data.dataset: "cifar10"' in shown.stdout and "model.arch: \"conv4\"" in shown.stdout
+    keys = strict(run("recipe", "show", "cifar10-conv4", "--json").stdout)
+    from popcli import recipe as recipes
+
+    assert len(keys) == 1 + sum(len(vars(getattr(recipes.Recipe(), s))) for s in ("model", "data", "search"))
+    by_key = {k["key"]: k for k in keys}
+    assert by_key["search.optimizer"]["choices"] == ["sgd", "adam"] and by_key["search.lr"]["range"] == [0.0, 100.0]
+    assert by_key["data.dataset"]["value"] == "cifar10" and by_key["data.dataset"]["default"] == "fashion-mnist"
+    one_line_error(run("search", "cifar10-conv5"), 2, "popcli recipes")
+
+
+def test_runs_index(tmp_path, finished_run):
+    index = tmp_path / "index.csv"
+    result = run("runs", finished_run.parent, "--csv", index, "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = strict(result.stdout)
+    summary = strict((finished_run / "summary.json").read_text())
+    assert [(r["run"], r["test_acc"], r["steps"]) for r in rows] == [("run", summary["test_acc"], summary["steps"])]
+    assert index.read_text().splitlines()[0].startswith("run,arch,dataset,method")
+    assert "finished runs" in run("runs", finished_run.parent).stdout
+    one_line_error(run("runs", tmp_path / "nope"), 1, "not found")

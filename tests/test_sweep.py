@@ -9,7 +9,7 @@ import pytest
 
 from popcli.errors import RecipeError
 from popcli.plot import PlotError, draw, read_results
-from popcli.search import SearchInterrupted
+from popcli.errors import Interrupted
 from popcli.sweep import parse_grid, points, run_sweep
 
 BASE = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
@@ -42,7 +42,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
 
     longer = parse_grid(["search.density=0.5"])
     steps = []
-    with pytest.raises(SearchInterrupted):
+    with pytest.raises(Interrupted):
         run_sweep(None, longer, tmp_path, overrides=[*BASE, "search.epochs=3"],
                   on_event=lambda kind, info: steps.append(1) if kind == "step" else None,
                   should_stop=lambda: len(steps) >= 5)
