@@ -16,11 +16,12 @@ from .errors import PopcliError  # noqa: E402
 
 
 
-def load(path, device="cpu"):
-    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``)."""
+def load(path, device="cpu", mask=None):
+    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``);
+    ``mask`` names one of a multi-mask file's masks (None: its first)."""
     from .artifact import load as _load
 
-    return _load(path, device)
+    return _load(path, device, mask)
 
 
 def save(model, path, **kwargs):

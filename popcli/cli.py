@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, tables
@@ -39,7 +40,7 @@ def _guard(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except PopcliError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
@@ -112,7 +113,7 @@ def _option_overrides(*, device: str | None = None, data_dir: str | None = None)
 
 def _default_run_dir(recipe) -> Path:
     r = recipe
-    return Path("runs") / f"{r.model.arch}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
 
 
 @app.command()
@@ -173,9 +174,11 @@ def search(
 @app.command()
 @_guard
 def export(
-    source: Path = typer.Argument(..., metavar="RUN_OR_ARTIFACT",
-                                  help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
+    source: Optional[Path] = typer.Argument(None, metavar="RUN_OR_ARTIFACT",
+                                            help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors)."),
+    masks: list[str] = typer.Option([], "--mask", metavar="NAME=RUN",
+                                    help="One named mask per run, all over one seed, in one artifact (repeatable)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
     prune_dead_units: bool = typer.Option(False, "--prune-dead-units", help="ONNX: remove units that cannot matter."),
     int8: bool = typer.Option(False, "--int8", help="ONNX: also write <name>.int8.onnx (static QDQ int8)."),
@@ -190,7 +193,7 @@ def export(
 
     with _spinner("exporting and verifying...", quiet=as_json):
         report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
-                            force=force, data_dir=data_dir, parity_samples=parity_samples)
+                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks)
     if as_json:
         _print_json(report)
     else:
@@ -238,6 +241,7 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch and ONNX Runtime."),
     provider: str = typer.Option("CPUExecutionProvider", "--provider", help="ONNX Runtime execution provider."),
     int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
@@ -260,7 +264,7 @@ def eval_command(
 
     try:
         report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
-                          threads=threads, provider=provider, int8=int8, on_event=on_event)
+                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask)
     finally:
         progress.stop()
     if as_json:

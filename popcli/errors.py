@@ -69,3 +69,7 @@ class Interrupted(PopcliError):
     """The user stopped the command (exit 130)."""
 
     exit_code = EXIT_INTERRUPT
+
+
+class StorageError(PopcliError):
+    """A file or folder could not be written (disk full, read-only, name too long, in use)."""

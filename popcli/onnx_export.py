@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import write_atomic
 from .errors import EXIT_USAGE, PopcliError
 
 OPSET = 18
@@ -110,10 +110,10 @@ def check_parity(report: dict[str, float], what: str = "ONNX Runtime") -> None:
                         f"{report['samples']} inputs (tolerance {PARITY_ATOL:g}); nothing was written")
 
 
-def write_onnx(proto, path: Path) -> int:
-    """Write one self-contained .onnx file atomically; its size in bytes."""
+def write_onnx(proto, path: Path, *, exclusive: bool = False) -> int:
+    """Write one self-contained .onnx file atomically (``exclusive``: only if it does not exist); its size."""
     data = proto.SerializeToString()
-    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+    write_atomic(Path(path), data, exclusive=exclusive)
     return len(data)
 
 

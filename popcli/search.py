@@ -8,6 +8,11 @@ clean stop (Ctrl-C), which checkpoints and raises ``SearchInterrupted``.
 Resume is exact on CPU: data order and augmentation are functions of (seed, epoch, step), the
 learning rate a function of the global step, and a checkpoint holds the model, optimizer and the
 partial epoch's running sums, so a resumed run ends in the same state as an uninterrupted one.
+
+Kill-safety: last.pt is the run's one commit point. It carries every metrics line so far and
+the step of the best epoch; metrics.jsonl and best.pt (a copy of the last.pt that set a new
+best) are written after it and re-derived from it on resume, so a SIGKILL at any moment, then
+``--resume``, ends bit-identical to an uninterrupted run (docs/FORMAT.md, "Run folders").
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed, jsonsafe
+from . import __version__, distributed, jsonsafe, memory, runlock
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import Interrupted, PopcliError, RunError, TrainingDiverged
-from .models import build_model, count_params, regenerate_weights, set_step
+from .methods import schedule as density_schedule
+from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
-from .recipe import Recipe, dump, from_dict
+from .recipe import Recipe, dump, from_dict, resolve
 from .runtime import Runtime, make_runtime
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -54,6 +60,7 @@ class Progress:
     correct: int = 0
     seen: int = 0
     best_acc: float = -1.0
+    best_step: int = -1  # global_step of the checkpoint that set best_acc (best.pt is a copy of it)
     step_times: list[float] = field(default_factory=list)  # seconds, this session only
 
 
@@ -72,6 +79,7 @@ class Job:
     should_stop: Callable[[], bool]
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    metrics_lines: list[str] = field(default_factory=list)  # metrics.jsonl, committed with last.pt
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -149,14 +157,15 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
                               "loss": loss_value / count, "acc": prog.correct / prog.seen,
                               "images_per_s": count / prog.step_times[-1]})
         if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
-            _save(job, prog, "last.pt")
+            _save(job, prog)
             raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
                                     f"Resume with: popcli search --resume --out {job.run_dir}")
     return prog.step_in_epoch >= steps
 
 
 def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> dict[str, Any]:
-    """Evaluate, log one metrics line, write last.pt / best.pt; a complete epoch advances ``prog``.
+    """Evaluate, commit last.pt (with the new metrics line), then metrics.jsonl and best.pt;
+    a complete epoch advances ``prog``.
 
     An incomplete one (search.max_steps hit mid-epoch) keeps its position so a resume that
     raises max_steps continues the same epoch.
@@ -170,17 +179,17 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
         record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
     test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
     record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
-    if job.dist.main:
-        ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
     job.last_metrics = record
+    job.metrics_lines.append(ckpt.json_line(record))
     if complete:
         prog.epoch, prog.step_in_epoch = prog.epoch + 1, 0
         prog.loss_sum, prog.correct, prog.seen = 0.0, 0, 0
     selection = record.get("val_acc", record["test_acc"])
-    _save(job, prog, "last.pt")
     if selection > prog.best_acc:
-        prog.best_acc = selection
-        _save(job, prog, "best.pt")
+        prog.best_acc, prog.best_step = selection, prog.global_step
+    _save(job, prog)  # the commit point; what follows is re-derived from it on resume
+    if job.dist.main:
+        _derive_from_last(job, prog.best_step == prog.global_step)
     job.on_event("epoch", record)
     return record
 
@@ -188,8 +197,11 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _save(job: Job, prog: Progress, name: str) -> None:
-    """Write a checkpoint (rank 0), after every rank confirmed it holds the same masks."""
+_KEPT = "the last checkpoint is kept (resume with --resume)"
+
+
+def _save(job: Job, prog: Progress) -> None:
+    """Write last.pt (rank 0), after every rank confirmed it holds the same masks."""
     job.dist.check_same(distributed.masks_digest(job.model), "masks")
     if not job.dist.main:
         return
@@ -201,15 +213,25 @@ def _save(job: Job, prog: Progress, name: str) -> None:
         "recipe": job.recipe.to_dict(),
         "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes},
         "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
+        "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
         "popcli_version": __version__,
     }
-    ckpt.save_checkpoint(job.run_dir / name, state)
-    job.on_event("checkpoint", {"path": str(job.run_dir / name)})
+    ckpt.save_checkpoint(job.run_dir / "last.pt", state, kept=_KEPT)
+    job.on_event("checkpoint", {"path": str(job.run_dir / "last.pt")})
+
+
+def _derive_from_last(job: Job, new_best: bool) -> None:
+    """metrics.jsonl := last.pt's lines; best.pt := last.pt when it set the best (rank 0)."""
+    ckpt.write_lines(job.run_dir / "metrics.jsonl", job.metrics_lines, kept=_KEPT)
+    if new_best:
+        ckpt.copy_atomic(job.run_dir / "last.pt", job.run_dir / "best.pt", kept=_KEPT)
+        job.on_event("checkpoint", {"path": str(job.run_dir / "best.pt")})
 
 
 def _restore(job: Job, prog: Progress) -> None:
     """Load last.pt on rank 0 and hand it to every rank (no shared filesystem needed)."""
-    state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt") if job.dist.main else None)
+    state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt", required=ckpt.CHECKPOINT_KEYS)
+                               if job.dist.main else None)
     saved = from_dict(state["recipe"])
     for section in ("seed", "model", "data", "search"):
         a, b = getattr(saved, section), getattr(job.recipe, section)
@@ -226,8 +248,13 @@ def _restore(job: Job, prog: Progress) -> None:
     if job.scaler is not None and state.get("scaler"):
         job.scaler.load_state_dict(state["scaler"])
     for key, value in state["progress"].items():
-        setattr(prog, key, value)
+        if key in Progress.__dataclass_fields__:
+            setattr(prog, key, value)
     job.last_metrics = state.get("metrics", {})
+    if "metrics_lines" in state:  # checkpoints before kill-safety: metrics.jsonl is left as it is
+        job.metrics_lines = list(state["metrics_lines"])
+        if job.dist.main:  # a kill after the commit point: redo what followed it
+            _derive_from_last(job, prog.best_step == prog.global_step)
 
 
 # --------------------------------------------------------------------------- the job
@@ -237,10 +264,14 @@ def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_sto
     cfg = recipe.search
     dist, device = distributed.setup(cfg.device)
     runtime = make_runtime(device, cfg.amp, cfg.threads)
+    memory.check_data(recipe.data)
     splits = load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
-    channels, height, _ = splits.info.shape
-    model = build_model(recipe.model, cfg, in_channels=channels, image_size=height,
+    shape = tuple(splits.info.shape)
+    memory.check_model(recipe, shape, splits.info.num_classes, min(recipe.data.batch_size, splits.train.num_samples),
+                       runtime.device)
+    model = build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
                         num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     params = trainable_parameters(model)
@@ -298,15 +329,24 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
            on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
     started = time.perf_counter()
+    resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
     run_dir = Path(run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 owns the run folder
-        ckpt.prepare_run_dir(run_dir, resume=resume, force=force)
-    job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+    main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
+    lock = runlock.RunLock(run_dir).acquire() if main else None
     try:
+        if main:
+            ckpt.check_run_dir(run_dir, resume=resume, force=force)
+        # everything that can fail on a bad recipe, data or model happens before the old run is replaced
+        job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+        if main:
+            ckpt.start_run_dir(run_dir, resume=resume, force=force)
         summary = _run(job, resume, started)
     except BaseException:
         distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     job.dist.barrier()  # every rank finished its collectives before any leaves the group
     distributed.teardown()
     return summary
@@ -343,7 +383,7 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
             job.on_event("finished_already", finished)
             return finished
     if job.dist.main:
-        ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
+        ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe), kept="nothing else was changed")
     job.on_event("start", {"total_steps": job.total_steps, "step": prog.global_step, "steps_per_epoch": len(job.splits.train),
                            "epochs": recipe.search.epochs, "device": job.runtime.describe(), "data": job.splits.info})
     final: dict[str, Any] | None = None
@@ -352,7 +392,9 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
         ended = _run_epoch(job, prog)
         if ended or prog.global_step >= job.total_steps:
             final = _end_epoch(job, prog, epoch_start, complete=ended)
-    if final is None:  # resumed a finished run whose summary.json is gone: evaluate what is there
+    if final is None and job.last_metrics.get("step") == prog.global_step:  # finished, summary.json gone
+        final = job.last_metrics
+    if final is None:  # zero steps: evaluate what is there
         final = _final_metrics(job)
     summary = _summary(job, prog, final, time.perf_counter() - started)
     if job.dist.main:

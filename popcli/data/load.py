@@ -90,8 +90,27 @@ def _read(cfg: DataConfig, seed: int) -> tuple[tuple[torch.Tensor, ...], str, in
     return read_cifar_folder(cfg.dataset, folder), str(folder), NUM_CLASSES[cfg.dataset]
 
 
+def permutation(seed: int, task: int, pixels: int) -> torch.Tensor:
+    """The pixel permutation of permuted-dataset task ``task`` (SupSup's PermutedMNIST): the stable
+    argsort of ``pixels`` words of the portable generator's stream (seed, "permute/<task>"), so
+    the same on every machine and torch version."""
+    import numpy as np
+
+    from ..rng import uint32_stream
+
+    return torch.from_numpy(np.argsort(uint32_stream(seed, f"permute/{task}", pixels), kind="stable"))
+
+
+def _permuted(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Images [N, C, H, W] with their H*W pixel positions reordered (the same order in every channel)."""
+    return x.flatten(2)[:, :, order].reshape(x.shape)
+
+
 def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
     (train_x, train_y, test_x, test_y), source, num_classes = _read(cfg, seed)
+    if cfg.permute_task is not None:
+        order = permutation(seed, cfg.permute_task, train_x.shape[2] * train_x.shape[3])
+        train_x, test_x = _permuted(train_x, order), _permuted(test_x, order)
     channels = train_x.shape[1]
     mean, std = STATS.get(cfg.dataset, ((0.0,) * channels, (1.0,) * channels))
     default, forced = AUGMENTS[cfg.dataset]

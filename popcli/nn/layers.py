@@ -81,6 +81,7 @@ class SubnetMixin:
         self._cache_key: tuple | None = None  # the scores' (version, storage, device) it is valid for
         self._tracker = ThresholdTracker()  # last training threshold: brackets the next selection
         self.sampled = False  # supermask mode (see the class docstring)
+        self.rule = None  # another method's layer rule (popcli.methods: biprop, signed supermask); None: edge-popup
         self.mask_sample: torch.Tensor | None = None  # supermask: this step's Bernoulli draw
         nn.init.zeros_(self.scores)
 
@@ -90,9 +91,10 @@ class SubnetMixin:
         nn.init.zeros_(self.weight)
 
     def reset_scores(self, generator: torch.Generator | None = None, center: float = 0.0) -> None:
-        """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
+        """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (or the rule's bound), drawn on the
+        CPU from ``generator``."""
         fan_in = self.weight[0].numel()
-        bound = 1.0 / math.sqrt(fan_in)
+        bound = self.rule.score_bound(self.weight.shape) if self.rule is not None else 1.0 / math.sqrt(fan_in)
         values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator) + center
         with torch.no_grad():
             self.scores.copy_(values)
@@ -142,7 +144,9 @@ class SubnetMixin:
 
     @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
-        """w * mask, differentiable in the scores (straight-through)."""
+        """w * mask, differentiable in the scores (straight-through); a rule's own product if it has one."""
+        if self.rule is not None:
+            return self.rule.effective_weight(self)
         if self.fixed_mask is not None:  # a loaded subnetwork: no scores to train
             return self.weight * self._mask(self.weight.dtype)
         if self.training and self.sampled:
