@@ -302,7 +302,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (None: the packaged quick start) and apply ``--set`` overrides."""
+    """Read a YAML recipe (a file, a packaged recipe's name such as ``cifar10-conv4``, or None: the
+    packaged quick start) and apply ``--set`` overrides."""
     if path is None:
         from importlib.resources import files
 
@@ -310,15 +311,20 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         source = "the packaged quickstart recipe"
     else:
         path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe {str(path)!r} not found; pass a YAML file (see recipes/README.md)")
         source = str(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise RecipeError(f"recipe {source!r} is not UTF-8 text (a binary file?); pass a YAML recipe") from None
-        except OSError as err:
-            raise RecipeError(f"recipe {source!r} cannot be read ({err.strerror}); check the path") from None
+        if not path.is_file():
+            from .catalog import packaged_text, unknown
+
+            text, source = packaged_text(str(path)), f"the packaged recipe {str(path)!r}"
+            if text is None:
+                raise unknown(str(path))
+        else:
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecipeError(f"recipe {source!r} is not UTF-8 text (a binary file?); pass a YAML recipe") from None
+            except OSError as err:
+                raise RecipeError(f"recipe {source!r} cannot be read ({err.strerror}); check the path") from None
     if "\x00" in text:
         raise RecipeError(f"recipe {source!r} holds NUL bytes (a binary file?); pass a YAML recipe")
     data = parse_yaml(text, source)

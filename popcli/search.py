@@ -29,10 +29,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed, memory, runlock
+from . import __version__, distributed, jsonsafe, memory, runlock
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
-from .errors import PopcliError, RunError, TrainingDiverged
+from .errors import Interrupted, PopcliError, RunError, TrainingDiverged
 from .methods import schedule as density_schedule
 from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
@@ -45,10 +45,8 @@ WARMUP_STEPS = 3  # steps left out of step_time_ms (allocator and kernel warm-up
 RESUMABLE_KEYS = ("epochs", "max_steps")  # search keys a resume may change (to extend a run)
 
 
-class SearchInterrupted(PopcliError):
-    """The user asked to stop; a checkpoint was written."""
-
-    exit_code = 130
+class SearchInterrupted(Interrupted):
+    """The user asked to stop; a checkpoint was written (exit 130)."""
 
 
 @dataclass
@@ -309,15 +307,17 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
     recipe, info = job.recipe, job.splits.info
     total, kept = count_params(job.model)
     timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
-    step_s = statistics.median(timed) if timed else float("nan")
+    step_s = statistics.median(timed) if timed else None  # None: no step ran in this session
     return {
         "test_acc": final["test_acc"], "test_loss": final["test_loss"], "val_acc": final.get("val_acc"),
         "params_total": total, "params_kept": kept, "density": recipe.search.density,
         "kept_fraction": kept / total if total else 1.0,
         "seed": recipe.seed, "method": recipe.search.method, "arch": recipe.model.arch,
-        "init": recipe.model.init, "dataset": info.name, "epochs": prog.global_step / max(1, len(job.splits.train)),
+        "init": recipe.model.init, "dataset": info.name, "data_folder": info.source,
+        "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size, "epochs": prog.global_step / max(1, len(job.splits.train)),
         "steps": prog.global_step,
-        "step_time_ms": step_s * 1e3, "images_per_s": recipe.data.batch_size / step_s,
+        "step_time_ms": step_s * 1e3 if step_s else None,
+        "images_per_s": recipe.data.batch_size / step_s if step_s else None,
         "wall_s": wall_s, "device": job.runtime.describe(), "world_size": job.dist.world,
         "weights_verified": _verify_weights(job),
         "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
@@ -352,12 +352,36 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     return summary
 
 
+def _final_metrics(job: Job) -> dict[str, Any]:
+    """test_acc / test_loss (/ val_acc) of the model as it stands."""
+    test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
+    final = {"test_acc": test["acc"], "test_loss": test["loss"]}
+    if job.splits.val is not None:
+        final["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
+    return final
+
+
+def _finished_summary(job: Job, prog: Progress) -> dict[str, Any] | None:
+    """The saved summary when ``--resume`` finds nothing left to run (the run folder is left as
+    it is: a resume never replaces a summary with a poorer one); None when there is work."""
+    if prog.global_step < job.total_steps:
+        return None
+    try:
+        return json.loads((job.run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None  # finished but its summary is missing or damaged: _run evaluates and rewrites it
+
+
 def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
     """The body of ``search``: epochs, checkpoints, summary."""
     recipe, run_dir = job.recipe, job.run_dir
     prog = Progress()
     if resume:
         _restore(job, prog)
+        finished = _finished_summary(job, prog)
+        if finished is not None:
+            job.on_event("finished_already", finished)
+            return finished
     if job.dist.main:
         ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe), kept="nothing else was changed")
     job.on_event("start", {"total_steps": job.total_steps, "step": prog.global_step, "steps_per_epoch": len(job.splits.train),
@@ -368,12 +392,12 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
         ended = _run_epoch(job, prog)
         if ended or prog.global_step >= job.total_steps:
             final = _end_epoch(job, prog, epoch_start, complete=ended)
-    if final is None and job.last_metrics.get("step") == prog.global_step:  # resumed a finished run
+    if final is None and job.last_metrics.get("step") == prog.global_step:  # finished, summary.json gone
         final = job.last_metrics
     if final is None:  # zero steps: evaluate what is there
-        final = {"test_acc": evaluate(job.model, job.splits.test, job.runtime, job.dist)["acc"], "test_loss": None}
+        final = _final_metrics(job)
     summary = _summary(job, prog, final, time.perf_counter() - started)
     if job.dist.main:
-        ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        ckpt.atomic_write_text(run_dir / "summary.json", jsonsafe.dumps(summary, indent=2) + "\n")
     job.on_event("done", summary)
     return summary
