@@ -322,9 +322,12 @@ def regenerate(art: Artifact, record: LayerRecord, threads: int | None = None) -
 def skeleton(art: Artifact) -> nn.Module:
     """The artifact's architecture on the meta device: structure only, nothing allocated."""
     channels, size, classes = _data_info(art)
-    try:
+    try:  # a user's model: its package must be importable here (one line naming it otherwise)
         require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
                        if "model_source" in art.metadata else None)
+    except PopcliError as err:
+        raise ArtifactError(f"{art.path}: {err}") from None
+    try:
         with torch.device("meta"):  # every tensor is filled later from the seed and the file
             return build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                       num_classes=classes)
