@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed, jsonsafe, memory, runlock
+from . import __version__, distributed, jsonsafe, memory, runlock, tb_log
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import Interrupted, PopcliError, RunError, TrainingDiverged
@@ -163,7 +163,7 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         prog.step_in_epoch += 1
         job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
                               "loss": loss_value / count, "acc": prog.correct / prog.seen,
-                              "images_per_s": count / prog.step_times[-1]})
+                              "images_per_s": count / prog.step_times[-1], "lr": job.optimizer.param_groups[0]["lr"]})
         if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
             _save(job, prog)
             raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
@@ -344,18 +344,21 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
     lock = runlock.RunLock(run_dir).acquire() if main else None
+    close_log = lambda: None  # noqa: E731
     try:
         if main:
             ckpt.check_run_dir(run_dir, resume=resume, force=force)
         # everything that can fail on a bad recipe, data or model happens before the old run is replaced
         job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
         if main:
+            job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
             ckpt.start_run_dir(run_dir, resume=resume, force=force)
         summary = _run(job, resume, started)
     except BaseException:
         distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
         raise
     finally:
+        close_log()
         if lock is not None:
             lock.release()
     job.dist.barrier()  # every rank finished its collectives before any leaves the group

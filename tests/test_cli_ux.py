@@ -337,3 +337,22 @@ def test_top5_counts_label_among_the_five_best():
 
     result = evaluate(Fixed(), Loader())
     assert result["top5"] == 2 / 3 and result["acc"] == 1 / 3
+
+
+def test_tensorboard_logging(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run("search", *SYNTH, "--set", "search.max_steps=4", "--set", "search.log=tensorboard",
+                 "--set", "search.log_every=2", "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert [e.step for e in events.Scalars("train/lr")] == [2, 4]
+    summary = strict((tmp_path / "r" / "summary.json").read_text())
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(summary["test_acc"], abs=1e-6)  # float32 in the file
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
+    one_line_error(run("search", *SYNTH, "--set", "search.log=tensorboard", "--out", tmp_path / "s"), 2,
+                   "popcli[tensorboard]")
