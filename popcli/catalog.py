@@ -44,10 +44,13 @@ def unknown(name: str) -> RecipeError:
 
 
 def describe_keys(recipe) -> list[dict[str, Any]]:
-    """One row per recipe key: key, type, range (or choices), default, value, and the source comment."""
+    """One row per recipe key: key, type, range (or choices), default (for this recipe's method),
+    value, and the source comment."""
     from . import recipe as recipes
 
     default = recipes.Recipe()
+    default.search.method = recipe.search.method
+    recipes.resolve(default)  # unset optimizer keys: this method's defaults, as a search would use them
     rows = [_row("seed", int, default.seed, recipe.seed, "the seed of the weights, the data order and the scores")]
     for section in ("model", "data", "search"):
         cls = type(getattr(default, section))
@@ -63,7 +66,9 @@ def _row(key: str, tp: Any, default: Any, value: Any, comment: str) -> dict[str,
     from . import recipe as recipes
 
     lo_hi = recipes._RANGES.get(key)
-    choices = [str(c) for c in typing.get_args(tp)] if typing.get_origin(tp) is typing.Literal else None
+    literal = tp if typing.get_origin(tp) is typing.Literal else next(
+        (a for a in typing.get_args(tp) if typing.get_origin(a) is typing.Literal), None)  # Literal | None too
+    choices = [str(c) for c in typing.get_args(literal)] if literal is not None else None
     if key == "search.density":
         lo_hi = (0.0, 1.0)  # (0, 1]: checked in _validate
     return {"key": key, "type": recipes._type_name(tp), "range": list(lo_hi) if lo_hi else None, "choices": choices,

@@ -19,14 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, tables
+from . import __version__, cli_examples as examples, tables
 from . import jsonsafe
 from .errors import EXIT_INTERRUPT, Interrupted, PopcliError, RunError
 
 EXIT_CODES = ("Exit codes: 0 success; 1 the work failed (missing or corrupt data, artifact, checkpoint or file; "
               "failed verification; diverged search); 2 usage error (bad option, recipe key or value; an output "
               "that exists without --force); 130 interrupted (Ctrl-C).")
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
                   help="Find sparse subnetworks hidden in randomly weighted networks (edge-popup) and ship them.")
 err_console = Console(stderr=True)
 out_console = Console()
@@ -116,7 +116,7 @@ def _default_run_dir(recipe) -> Path:
     return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
 
 
-@app.command()
+@app.command(epilog=examples.SEARCH)
 @_guard
 def search(
     recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]",
@@ -171,7 +171,7 @@ def search(
 # --------------------------------------------------------------------------- export / inspect
 
 
-@app.command()
+@app.command(epilog=examples.EXPORT)
 @_guard
 def export(
     source: Optional[Path] = typer.Argument(None, metavar="RUN_OR_ARTIFACT",
@@ -207,7 +207,7 @@ def export(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples.INSPECT)
 @_guard
 def inspect(
     artifact: Path = typer.Argument(..., metavar="FILE", help="An artifact written by popcli export."),
@@ -230,7 +230,7 @@ def inspect(
 # --------------------------------------------------------------------------- eval
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples.EVAL)
 @_guard
 def eval_command(
     source: Path = typer.Argument(..., metavar="ARTIFACT_OR_ONNX", help="An artifact or an ONNX file from popcli export."),
@@ -277,7 +277,7 @@ def eval_command(
 # --------------------------------------------------------------------------- models
 
 
-@app.command()
+@app.command(epilog=examples.MODELS)
 @_guard
 def models(as_json: bool = typer.Option(False, "--json", help="Print {name: description} as JSON.")) -> None:
     """List the registered architectures (use them as model.arch)."""

@@ -60,5 +60,6 @@ class SearchDisplay:
 
     def _on_epoch(self, info: dict[str, Any]) -> None:
         val = f"  val acc {info['val_acc']:.2%}" if "val_acc" in info else ""
+        top5 = f" (top-5 {info['test_top5']:.2%})" if "test_top5" in info else ""
         self.console.print(f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}  train acc {info['train_acc']:.2%}"
-                           f"{val}  test acc {info['test_acc']:.2%}  ({info['epoch_time_s']:.1f} s)", highlight=False)
+                           f"{val}  test acc {info['test_acc']:.2%}{top5}  ({info['epoch_time_s']:.1f} s)", highlight=False)

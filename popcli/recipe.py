@@ -80,6 +80,8 @@ class SearchConfig:
     channels_last: bool = True  # NHWC memory layout for conv models on CUDA (faster tensor-core convs)
     compile: bool = False  # torch.compile the model (long first steps; pays off on long GPU runs)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    log: Literal["none", "tensorboard"] = "none"  # tensorboard: scalars in RUN/tensorboard (pip install 'popcli[tensorboard]')
+    log_every: int = 50  # steps between logged training scalars
 
 
 @dataclass
@@ -117,6 +119,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "search.density_anneal_epochs": (0.0, 100000),
     "search.label_smoothing": (0.0, 0.99),
     "search.threads": (1, 1024),
+    "search.log_every": (1, 1 << 30),
 }
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed, jsonsafe, memory, runlock
+from . import __version__, distributed, jsonsafe, memory, runlock, tb_log
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
 from .errors import Interrupted, PopcliError, RunError, TrainingDiverged
@@ -90,21 +90,29 @@ class Job:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = None,
              dist: distributed.Dist | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (fraction) of ``model`` over ``loader`` (summed
-    over ranks under torch.distributed, each of which evaluates its share)."""
+    """Mean cross-entropy, top-1 accuracy and (more than 5 classes) top-5 accuracy, as fractions,
+    of ``model`` over ``loader`` (summed over ranks under torch.distributed, each of which
+    evaluates its share)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, correct5, seen, classes = 0.0, 0, 0, 0, 0
     for x, y in loader.batches():
         with runtime.autocast() if runtime else torch.autocast("cpu", enabled=False):
             logits = model(x)
         loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
+        classes = logits.shape[1]
+        if classes > 5:  # [B, 5] best classes; a hit when the label is among them (torchvision's references)
+            correct5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
         seen += y.numel()
     model.train(was_training)
     if dist is not None:
-        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
-    return {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
+        loss_sum, correct, correct5, seen, classes = dist.sum([loss_sum, correct, correct5, seen, classes])
+        classes = classes / max(1, dist.world)
+    result = {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
+    if classes > 5:
+        result["top5"] = correct5 / max(1, seen)
+    return result
 
 
 # --------------------------------------------------------------------------- training
@@ -157,7 +165,7 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         prog.step_in_epoch += 1
         job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
                               "loss": loss_value / count, "acc": prog.correct / prog.seen,
-                              "images_per_s": count / prog.step_times[-1]})
+                              "images_per_s": count / prog.step_times[-1], "lr": job.optimizer.param_groups[0]["lr"]})
         if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
             _save(job, prog)
             raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
@@ -181,6 +189,8 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
         record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
     test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
     record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
+    if "top5" in test:
+        record["test_top5"] = test["top5"]
     job.last_metrics = record
     job.metrics_lines.append(ckpt.json_line(record))
     if complete:
@@ -316,7 +326,8 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
     timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
     step_s = statistics.median(timed) if timed else None  # None: no step ran in this session
     return {
-        "test_acc": final["test_acc"], "test_loss": final["test_loss"], "val_acc": final.get("val_acc"),
+        "test_acc": final["test_acc"], "test_top5": final.get("test_top5"), "test_loss": final["test_loss"],
+        "val_acc": final.get("val_acc"),
         "params_total": total, "params_kept": kept, "density": recipe.search.density,
         "kept_fraction": kept / total if total else 1.0,
         "seed": recipe.seed, "method": recipe.search.method, "arch": recipe.model.arch,
@@ -344,6 +355,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
     lock = runlock.RunLock(run_dir).acquire() if main else None
+    close_log = lambda: None  # noqa: E731
     try:
         if main:
             ckpt.check_run_dir(run_dir, resume=resume, force=force)
@@ -351,12 +363,14 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
         job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False),
                          user_model, user_data)
         if main:
+            job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
             ckpt.start_run_dir(run_dir, resume=resume, force=force)
         summary = _run(job, resume, started)
     except BaseException:
         distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
         raise
     finally:
+        close_log()
         if lock is not None:
             lock.release()
     job.dist.barrier()  # every rank finished its collectives before any leaves the group
@@ -367,7 +381,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
 def _final_metrics(job: Job) -> dict[str, Any]:
     """test_acc / test_loss (/ val_acc) of the model as it stands."""
     test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
-    final = {"test_acc": test["acc"], "test_loss": test["loss"]}
+    final = {"test_acc": test["acc"], "test_top5": test.get("top5"), "test_loss": test["loss"]}
     if job.splits.val is not None:
         final["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
     return final

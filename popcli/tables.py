@@ -16,7 +16,8 @@ from rich.table import Table
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="search result", show_header=False, title_justify="left")
     rows = [
-        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%"),
+        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%" + (f" top-1, {summary['test_top5'] * 100:.2f}% top-5"
+                                                                 if summary.get("test_top5") is not None else "")),
         ("method / arch / init", f"{summary['method']} / {summary['arch']} / {summary['init']}"),
         ("weights kept", f"{summary['params_kept']:,} of {summary['params_total']:,} ({summary['kept_fraction'] * 100:.1f}%)"),
         ("training", f"{summary['steps']:,} steps = {summary['epochs']:.2f} epochs"),

@@ -300,3 +300,59 @@ def test_runs_index(tmp_path, finished_run):
     assert index.read_text().splitlines()[0].startswith("run,arch,dataset,method")
     assert "finished runs" in run("runs", finished_run.parent).stdout
     one_line_error(run("runs", tmp_path / "nope"), 1, "not found")
+
+
+def test_help_has_examples_and_completion():
+    assert "--install-completion" in run("--help").stdout
+    for command in ("search", "export", "inspect", "eval", "models", "sweep", "plot", "recipes", "runs"):
+        shown = run(command, "--help")
+        assert shown.exit_code == 0 and f"popcli {command}" in shown.stdout.split("Example", 1)[-1], command
+
+
+def test_top5_reported_when_more_than_5_classes(tmp_path):
+    result = run("search", *SYNTH, "--set", "data.num_classes=8", "--set", "search.max_steps=2", "--out", tmp_path / "r",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = strict(result.stdout)
+    assert summary["test_acc"] <= summary["test_top5"] <= 1.0
+    record = strict((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["test_top5"] == summary["test_top5"]
+    assert strict(run("search", *SYNTH, "--set", "search.max_steps=1", "--out", tmp_path / "s", "--json").stdout)[
+        "test_top5"] is None  # 4 classes: top-5 would be 100%, so it is not reported
+
+
+def test_top5_counts_label_among_the_five_best():
+    import torch
+
+    from popcli.search import evaluate
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    class Loader:
+        def batches(self):
+            logits = torch.tensor([[9., 8, 7, 6, 5, 4, 3], [0., 1, 2, 3, 4, 5, 6], [1., 0, 0, 0, 0, 0, 0]])
+            yield logits, torch.tensor([4, 0, 0])  # rank 5 (hit), rank 7 (miss), rank 1 (hit, also top-1)
+
+    result = evaluate(Fixed(), Loader())
+    assert result["top5"] == 2 / 3 and result["acc"] == 1 / 3
+
+
+def test_tensorboard_logging(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run("search", *SYNTH, "--set", "search.max_steps=4", "--set", "search.log=tensorboard",
+                 "--set", "search.log_every=2", "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert [e.step for e in events.Scalars("train/lr")] == [2, 4]
+    summary = strict((tmp_path / "r" / "summary.json").read_text())
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(summary["test_acc"], abs=1e-6)  # float32 in the file
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
+    one_line_error(run("search", *SYNTH, "--set", "search.log=tensorboard", "--out", tmp_path / "s"), 2,
+                   "popcli[tensorboard]")
