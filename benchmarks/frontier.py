@@ -51,6 +51,7 @@ COLUMNS = ["key", "base", "method", "storage", "density", "kept_weights", "test_
            "ort_b1_ms", "ort_b64_ms", "dead_units_removed", "epochs", "wall_s", "threads", "notes", "command"]
 # per-method recipe keys of the popcli points beyond the method's own optimizer defaults
 # (popcli.methods): signed supermasks take their paper's ELUS init instead of --init
+DEFAULT_INIT = "scaled_signed_constant"  # the best init of docs/RESULTS.md's LeNet sweep
 METHOD_SETS = {"signed-supermask": ["model.init=elus_signed_constant"]}
 
 
@@ -75,12 +76,13 @@ class Settings:
     bases: tuple[Base, ...]
     methods: tuple[str, ...] = ("edge-popup", "biprop", "signed-supermask", "supermask")
     densities: tuple[float, ...] = (0.5, 0.3, 0.1, 0.05, 0.03, 0.01)  # pruned in this order
-    init: str = "scaled_signed_constant"
+    init: str = DEFAULT_INIT  # popcli points (signed-supermask: METHOD_SETS)
     small_epochs: float = 2.0  # the small dense networks (as many as popcli's LeNet points)
     finetune_lr_factor: float = 0.1  # fine-tuning lr = tuned dense lr x this (Deep Compression)
     threads: int = 1  # 2 threads on 2 busy cores ran 2.6x slower than 1
     data: tuple[str, ...] = ()  # recipe overrides for the data section (tiny: synthetic)
     extra: tuple[str, ...] = ()  # recipe overrides for every popcli point
+    series_sets: tuple[str, ...] = ()  # --set overrides: part of the series name (a new series)
     max_steps: int | None = None  # every training run capped (tiny)
     latency_s: float = 0.5  # seconds of timed calls per latency figure
 
@@ -192,13 +194,15 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
     from popcli.export import export
     from popcli.search import search
 
-    key = f"{base.name}/{method}/artifact/{density:g}"
+    s = ctx.settings
+    # a series per (method, init): the default init's key is the method alone
+    series = ", ".join([method] + ([s.init] if s.init != DEFAULT_INIT else []) + list(s.series_sets))
+    key = f"{base.name}/{series}/artifact/{density:g}"
     if key in ctx.done:
         return
-    s = ctx.settings
     sets = [f"search.method={method}", f"search.density={density:g}", f"model.init={s.init}",
             f"search.epochs={base.search_epochs}", f"search.threads={s.threads}", *METHOD_SETS.get(method, ()),
-            *s.data, *s.extra] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
+            *s.data, *s.extra, *s.series_sets] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
     run_dir, art = ctx.work / "popcli" / key.replace("/", "_"), ctx.work / "popcli" / (key.replace("/", "_") + ".safetensors")
     start = time.perf_counter()
     summary = search(recipes.load(ROOT / base.recipe, sets), run_dir, force=True)
@@ -206,10 +210,10 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
     graph, removed = to_graph(popcli.load(art), base)
     row = measure(ctx, base, graph)
     sets_text = " ".join(f"--set {x}" for x in sets)
-    emit(ctx, {**row, "key": key, "base": base.name, "method": method, "storage": f"artifact ({report['mask_codec']})",
+    emit(ctx, {**row, "key": key, "base": base.name, "method": series, "storage": f"artifact ({report['mask_codec']})",
                "density": density, "kept_weights": report["kept_weights"], "file_bytes": art.stat().st_size,
                "dead_units_removed": removed, "epochs": summary["epochs"],
-               "wall_s": time.perf_counter() - start, "notes": f"search test_acc {summary['test_acc']:.4f}",
+               "wall_s": time.perf_counter() - start, "notes": f"init {summary['init']}; search test_acc {summary['test_acc']:.4f}",
                "command": f"popcli search {base.recipe} {sets_text} --out RUN && popcli export RUN -o a.safetensors "
                           f"--onnx a.onnx --prune-dead-units"})
 
@@ -372,10 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=None, help="results (default docs/figures/frontier.csv; tiny: WORK/frontier.csv)")
     parser.add_argument("--methods", default=None, help="popcli methods, comma-separated (default edge-popup,biprop,signed-supermask,supermask)")
     parser.add_argument("--densities", default=None, help="kept fractions, comma-separated (default 0.5,...,0.01)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every search, dense and small network (fine-tuning: epochs / 2.5 per step)")
+    parser.add_argument("--init", default=None, help="weight init of the popcli points (a new series when not the default)")
     parser.add_argument("--bases", default=None, help="lenet,quickstart (default both)")
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra recipe override for popcli points")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="recipe override for the popcli points (a new series, e.g. model.width=0.5)")
     parser.add_argument("--report", action="store_true", help="only write the figure and print the table")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
     args = parser.parse_args(argv)
@@ -386,9 +393,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, densities=tuple(float(d) for d in args.densities.split(",") if d.strip()))
     if args.bases:
         settings = replace(settings, bases=tuple(b for b in settings.bases if b.name in args.bases.split(",")))
+    if args.init:
+        settings = replace(settings, init=args.init)
+    if args.epochs:
+        bases = tuple(replace(b, search_epochs=args.epochs, dense_epochs=args.epochs, finetune_epochs=max(1, args.epochs // 2.5))
+                      for b in settings.bases)
+        settings = replace(settings, bases=bases, small_epochs=args.epochs)
     if args.threads:
         settings = replace(settings, threads=args.threads)
-    settings = replace(settings, extra=settings.extra + tuple(args.extra))
+    settings = replace(settings, series_sets=tuple(args.extra))
     args.work.mkdir(parents=True, exist_ok=True)
     csv_path = args.csv or (args.work / "frontier.csv" if args.tiny else ROOT / "docs" / "figures" / "frontier.csv")
     csv_path.parent.mkdir(parents=True, exist_ok=True)

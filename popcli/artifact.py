@@ -25,7 +25,7 @@ import torch.nn as nn
 from . import __version__, artifact_schema, codecs, rng
 from .artifact_schema import LayerRecord, strict_json
 from .checkpoint import storage_error, write_atomic
-from .errors import ArtifactError, PopcliError
+from .errors import ArtifactError, OutputExists, PopcliError
 from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
 from .models.external import require_source, source_record as model_source_record
@@ -118,9 +118,9 @@ def check_output(path: Path, force: bool, option: str) -> None:
     if is_dir:
         raise ArtifactError(f"{str(path)!r} is a folder; choose a file name for {option}")
     if exists and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+        raise OutputExists(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
     if not folder_ok:
-        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+        raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
@@ -198,6 +198,11 @@ def _header(path: Path) -> tuple[dict[str, Any], int]:
             raise ArtifactError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
         length = int.from_bytes(head, "little")
         if length > min(_MAX_HEADER, size - 8):
+            from .sniff import not_an_artifact
+
+            foreign = not_an_artifact(path)
+            if foreign:
+                raise ArtifactError(foreign)
             raise ArtifactError(f"{path}: not a safetensors file, or truncated (header length {length} does not fit "
                                 f"in {size} bytes); re-export it")
         raw = f.read(length)
@@ -254,12 +259,9 @@ def read(path: str | Path) -> Artifact:
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
-    from .multimask import select
-
-    default = select(art, None)  # a multi-mask file's own tensors: its first mask's
-    model = skeleton(default)
-    _check_structure(model, default)  # before anything the layer records size is allocated
-    _check_state(model, default)
+    model = skeleton(art)
+    _check_structure(model, art)  # before anything the layer records size is allocated
+    _check_state(model, art)  # (a multi-mask file's first mask: the others' tensors are under "mask.")
     return art
 
 

@@ -89,6 +89,7 @@ def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any
     check = onnx_export.parity(proto, model, x_test[:samples])
     onnx_export.check_parity(check)
     report = {"path": str(path), "opset": onnx_export.OPSET, "bytes": onnx_export.write_onnx(proto, path, exclusive=not force),
+              "input_shape": ["batch", *shape], "num_classes": int(data_info["num_classes"]),
               "parity": {**check, "tolerance": onnx_export.PARITY_ATOL}, "before": before,
               "after": count(baked, shape), "dead_units_removed": removed}
     if int8:

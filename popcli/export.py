@@ -21,7 +21,7 @@ import torch
 from . import artifact, codecs
 from .artifact_schema import STATIC_DATA
 from .checkpoint import load_checkpoint
-from .errors import ArtifactError, RunError
+from .errors import ArtifactError, RunError, UsageError
 from .models import build_model, input_size
 from .recipe import Recipe, from_dict
 
@@ -101,13 +101,13 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
 
     out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
     if out is None and onnx is None:
-        raise ArtifactError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
+        raise UsageError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
     if onnx is None and (prune_dead_units or int8):
-        raise ArtifactError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
+        raise UsageError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
     if codec != "auto" and codec not in codecs.CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
+        raise UsageError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
     if parity_samples < 1:
-        raise ArtifactError(f"--parity-samples {parity_samples}: expected a positive number of test images")
+        raise UsageError(f"--parity-samples {parity_samples}: expected a positive number of test images")
     for path, option in ((out, "-o"), (onnx, "--onnx")):  # before the slow part
         if path is not None:
             artifact.check_output(path, force, option)
@@ -120,7 +120,7 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:
-            raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
+            raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
         model, recipe, info, report = artifact.load(source), art.recipe, art.data_info, {"source": str(source)}
         source_sha = art.metadata["content_sha256"]

@@ -80,6 +80,8 @@ class SearchConfig:
     channels_last: bool = True  # NHWC memory layout for conv models on CUDA (faster tensor-core convs)
     compile: bool = False  # torch.compile the model (long first steps; pays off on long GPU runs)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    log: Literal["none", "tensorboard"] = "none"  # tensorboard: scalars in RUN/tensorboard (pip install 'popcli[tensorboard]')
+    log_every: int = 50  # steps between logged training scalars
 
 
 @dataclass
@@ -117,6 +119,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "search.density_anneal_epochs": (0.0, 100000),
     "search.label_smoothing": (0.0, 0.99),
     "search.threads": (1, 1024),
+    "search.log_every": (1, 1 << 30),
 }
 
 
@@ -306,7 +309,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (None: the packaged quick start) and apply ``--set`` overrides."""
+    """Read a YAML recipe (a file, a packaged recipe's name such as ``cifar10-conv4``, or None: the
+    packaged quick start) and apply ``--set`` overrides."""
     if path is None:
         from importlib.resources import files
 
@@ -314,15 +318,20 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         source = "the packaged quickstart recipe"
     else:
         path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe {str(path)!r} not found; pass a YAML file (see recipes/README.md)")
         source = str(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise RecipeError(f"recipe {source!r} is not UTF-8 text (a binary file?); pass a YAML recipe") from None
-        except OSError as err:
-            raise RecipeError(f"recipe {source!r} cannot be read ({err.strerror}); check the path") from None
+        if not path.is_file():
+            from .catalog import packaged_text, unknown
+
+            text, source = packaged_text(str(path)), f"the packaged recipe {str(path)!r}"
+            if text is None:
+                raise unknown(str(path))
+        else:
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecipeError(f"recipe {source!r} is not UTF-8 text (a binary file?); pass a YAML recipe") from None
+            except OSError as err:
+                raise RecipeError(f"recipe {source!r} cannot be read ({err.strerror}); check the path") from None
     if "\x00" in text:
         raise RecipeError(f"recipe {source!r} holds NUL bytes (a binary file?); pass a YAML recipe")
     data = parse_yaml(text, source)

@@ -16,13 +16,17 @@ from rich.table import Table
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="search result", show_header=False, title_justify="left")
     rows = [
-        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%"),
+        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%" + (f" top-1, {summary['test_top5'] * 100:.2f}% top-5"
+                                                                 if summary.get("test_top5") is not None else "")),
         ("method / arch / init", f"{summary['method']} / {summary['arch']} / {summary['init']}"),
         ("weights kept", f"{summary['params_kept']:,} of {summary['params_total']:,} ({summary['kept_fraction'] * 100:.1f}%)"),
-        ("steps / epochs", f"{summary['steps']} / {summary['epochs']:g}"),
-        ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"),
+        ("training", f"{summary['steps']:,} steps = {summary['epochs']:.2f} epochs"),
+        ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"
+                        if summary.get("step_time_ms") is not None else "n/a (no step ran in this session)"),
         ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"
                       + (f" x {summary['world_size']} processes" if summary.get("world_size", 1) > 1 else "")),
+        *([("validation accuracy", f"{summary['val_acc'] * 100:.2f}%")] if summary.get("val_acc") is not None else []),
+        *([("data", f"{summary['data_folder']}")] if summary.get("data_folder") else []),
         ("weights unchanged", "verified" if summary["weights_verified"] else "n/a (dense training)"),
         ("run folder", summary["run_dir"]),
     ]
@@ -90,7 +94,9 @@ def print_verification(console: Console, report: dict[str, Any]) -> None:
 def onnx_table(report: dict[str, Any]) -> Table:
     table = Table(title=escape(f"ONNX: {report['path']}"), show_header=False, title_justify="left")
     parity, before, after = report["parity"], report["before"], report["after"]
-    table.add_row("graph", escape(f"opset {report['opset']}, {size(report['bytes'])}, input [batch, C, H, W] -> logits"))
+    shape = ", ".join(map(str, report.get("input_shape", ["batch", "C", "H", "W"])))
+    classes = f" [batch, {report['num_classes']}]" if "num_classes" in report else ""
+    table.add_row("graph", escape(f"opset {report['opset']}, {size(report['bytes'])}, input [{shape}] float32 -> logits{classes}"))
     table.add_row("parity vs PyTorch", f"max |diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}), "
                                        f"top-1 agreement {parity['top1_agreement']:.2%} on {parity['samples']} test images")
     table.add_row("parameters", f"{before['params']:,} -> {after['params']:,} "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, RecipeError
 from ..recipe import DataConfig
 from ..rng import torch_generator
 from .base import DATASETS, DatasetInfo, Splits
@@ -47,11 +47,12 @@ AUGMENTS = {
 _TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
 
-def _download(name: str) -> None:
-    """Let torchvision fetch ``name`` into the user cache (its own layout, found by ``resolve``)."""
+def _download(name: str, data_dir: str | None) -> None:
+    """Let torchvision fetch ``name`` into ``data_dir`` or else the user cache (its own layout,
+    found by ``resolve``)."""
     import torchvision.datasets
 
-    root = user_cache()
+    root = Path(data_dir).expanduser() if data_dir else user_cache()
     try:
         root.mkdir(parents=True, exist_ok=True)
         getattr(torchvision.datasets, _TORCHVISION[name])(str(root), train=True, download=True)
@@ -65,7 +66,7 @@ def locate(cfg: DataConfig) -> Path:
     """The dataset folder: found locally, else downloaded when ``data.download`` allows, else DataError."""
     folder = find_dataset(cfg.dataset, cfg.data_dir)
     if folder is None and cfg.download and cfg.dataset != "imagenet":
-        _download(cfg.dataset)
+        _download(cfg.dataset, cfg.data_dir)
         folder = find_dataset(cfg.dataset, cfg.data_dir)
     if folder is None:
         raise not_found(cfg.dataset, cfg.data_dir)
@@ -164,7 +165,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", sh
     """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``.
     ``shard`` = (rank, world) under torch.distributed (see ``Loader.set_shard``)."""
     if cfg.dataset not in DATASETS:
-        raise DataError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
+        raise RecipeError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
     splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)
     for loader in (splits.train, splits.val, splits.test):
         if loader is not None:
