@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="recipe override for the popcli points (a new series, e.g. model.width=0.5)")
     parser.add_argument("--report", action="store_true", help="only write the figure and print the table")
+    parser.add_argument("--matrix", action="store_true", help="print one row per series, one column per kept fraction")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
     args = parser.parse_args(argv)
     settings = tiny_settings() if args.tiny else Settings(bases=FULL_BASES)
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"frontier: {len(ctx.rows)} rows in {csv_path} ({time.perf_counter() - started:.0f} s this run)", flush=True)
     figure = args.figure or csv_path.with_suffix(".png")
     frontier_report.figure(ctx.rows, figure)
-    print(frontier_report.table(ctx.rows))
+    print(frontier_report.matrix(ctx.rows) if args.matrix else frontier_report.table(ctx.rows))
     print(frontier_report.headline(ctx.rows))
     return 0
 
