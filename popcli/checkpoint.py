@@ -16,7 +16,6 @@ where (last.pt is the run's one commit point) is search.py's business.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import secrets
 import shutil
@@ -25,8 +24,8 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
-from . import faults
-from .errors import RunError, StorageError
+from . import faults, jsonsafe
+from .errors import RunError, RunExists, StorageError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 CHECKPOINT_FORMAT = "popcli-checkpoint/1"
@@ -116,9 +115,13 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
     """
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
+    try:
+        folder_ok, is_dir = folder.is_dir(), path.is_dir()
+    except OSError as err:  # ENAMETOOLONG, ELOOP
+        raise storage_error(path, err, kept) from None
+    if not folder_ok:
         raise StorageError(f"folder {str(folder)!r} does not exist; create it or choose another path")
-    if path.is_dir():
+    if is_dir:
         raise StorageError(f"{str(path)!r} is a folder; choose a file name")
     tmp = folder / temp_name(path.name, _name_max(folder))
     try:
@@ -142,6 +145,11 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, err, kept) from None
+    except RuntimeError as err:  # torch.save's zip writer turns a failed write into "enforce fail"
+        tmp.unlink(missing_ok=True)
+        if isinstance(err.__context__, OSError):
+            raise storage_error(path, err.__context__, kept) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -166,6 +174,11 @@ def write_lines(path: Path, lines: Iterable[str], *, kept: str = "") -> None:
 def copy_atomic(source: Path, path: Path, *, kept: str = "") -> None:
     """``path`` := a copy of ``source`` (a hard link where possible: same bytes, no space), atomically."""
     folder = path.parent
+    try:
+        if path.samefile(source):  # already a link to it (a resume re-deriving best.pt): rename would do nothing
+            return
+    except OSError:
+        pass
     tmp = folder / temp_name(path.name, _name_max(folder))
     try:
         os.link(source, tmp)
@@ -192,7 +205,7 @@ def _copy_into(source: Path, f: BinaryIO) -> None:
 
 
 def json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record)
+    return jsonsafe.dumps(record)  # strict JSON: a NaN figure becomes null
 
 
 # --------------------------------------------------------------------------- run folders
@@ -213,8 +226,8 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         return
     existing = started_files(run_dir)
     if existing and not force:
-        raise RunError(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
-                       "pass --resume to continue it, --force to start over, or --out for a new folder")
+        raise RunExists(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
+                        "pass --resume to continue it, --force to start over, or --out for a new folder")
 
 
 def stale_temps(run_dir: Path) -> list[Path]:

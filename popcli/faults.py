@@ -41,3 +41,8 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES, "erofs": errno.EROFS}[action]
     raise OSError(code, os.strerror(code))
+
+
+def reset() -> None:
+    """Forget the per-process hit counts (tests that inject several faults in one process)."""
+    _hits.clear()

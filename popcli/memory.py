@@ -74,25 +74,28 @@ def check_data(cfg: DataConfig) -> None:
                           "data.train_size or data.test_size")
 
 
-def _trace(model: nn.Module, batch: int, shape: tuple[int, ...]) -> tuple[int, list[tuple[str, int]]] | None:
-    """(sum of every leaf module's output elements, [(BN name, values per channel)]) of one meta
-    forward at ``batch``; None if the model cannot run on the meta device."""
+def _trace(model: nn.Module, batch: int, shape: tuple[int, ...]) -> tuple[int, list[tuple[str, int]]]:
+    """(sum of every leaf module's output elements, or 0 if the model cannot run on the meta
+    device; [(BN name, values per channel)] of the BN layers reached) of one meta forward at ``batch``."""
     outputs, norms = [0], []
     names = {module: name for name, module in model.named_modules()}
 
-    def hook(module, inputs, output):
+    def count(module, inputs, output):
         if isinstance(output, torch.Tensor):
             outputs[0] += output.numel()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and inputs and isinstance(inputs[0], torch.Tensor):
-            x = inputs[0]
-            norms.append((names[module], x.numel() // max(1, x.shape[1])))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    def norm_input(module, inputs):  # before the forward: torch itself raises on one value per channel
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() >= 2:
+            norms.append((names[module], inputs[0].numel() // max(1, inputs[0].shape[1])))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    handles += [m.register_forward_pre_hook(norm_input) for m in leaves if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     try:
         with torch.no_grad():
             model.train()(torch.empty(batch, *shape, device="meta"))
-    except Exception:  # noqa: BLE001  (an op without a meta kernel: no activation estimate, not an error)
-        return None
+    except Exception:  # noqa: BLE001  (an op without a meta kernel, or BN on one value: no activation figure)
+        outputs[0] = 0
     finally:
         for handle in handles:
             handle.remove()
@@ -112,7 +115,7 @@ def _state_bytes(model: nn.Module, optimizer: str) -> int:
 
 
 def check_model(recipe: Recipe, shape: tuple[int, int, int], num_classes: int, train_batch: int,
-                device: torch.device | str = "cpu") -> dict[str, int] | None:
+                device: torch.device | str = "cpu") -> dict[str, int]:
     """Refuse (RecipeError) a model whose training cannot fit in memory, or whose batch norm
     would see one value per channel; the estimate {"state_bytes", "activation_bytes"}."""
     from .models import build_architecture, input_size
@@ -120,10 +123,7 @@ def check_model(recipe: Recipe, shape: tuple[int, int, int], num_classes: int, t
     with torch.device("meta"):
         model = build_architecture(recipe.model, recipe.search, in_channels=shape[0], image_size=input_size(shape),
                                    num_classes=num_classes)
-    traced = _trace(model, train_batch, shape)
-    if traced is None:
-        return None
-    outputs, norms = traced
+    outputs, norms = _trace(model, train_batch, shape)  # no trace: weights only
     single = [name for name, values in norms if values < 2]
     if single:
         raise RecipeError(f"batch norm layer {single[0]!r} would see one value per channel at a training batch of "

@@ -30,14 +30,18 @@ except ImportError:  # Windows: no flock; runs are not locked there
 
 def _make_dirs(run_dir: Path) -> list[Path]:
     """mkdir -p ``run_dir``; the folders created, deepest last."""
-    if run_dir.is_symlink() and not run_dir.exists():
+    try:
+        dangling = run_dir.is_symlink() and not run_dir.exists()
+        missing = []
+        for folder in [run_dir, *run_dir.parents]:
+            if folder.is_dir():
+                break
+            missing.append(folder)
+    except OSError as err:  # a name too long for the filesystem
+        raise storage_error(run_dir, err) from None
+    if dangling:
         raise StorageError(f"--out {str(run_dir)!r} is a dangling symlink or a symlink loop; "
                            "remove it or choose another --out")
-    missing = []
-    for folder in [run_dir, *run_dir.parents]:
-        if folder.is_dir():
-            break
-        missing.append(folder)
     created = []
     try:
         for folder in reversed(missing):

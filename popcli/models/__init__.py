@@ -119,10 +119,14 @@ class SupermaskSampler:
 
 
 def set_step(model: nn.Module, step: int) -> None:
-    """Tell the model's step-dependent hooks (the supermask sampler) which training step is next."""
+    """Tell the model's step-dependent hooks (the supermask sampler, a density schedule) which
+    training step is next."""
     sampler = getattr(model, "_popcli_supermask", None)
     if sampler is not None:
         sampler.step = step
+    schedule = getattr(model, "_popcli_density_schedule", None)
+    if schedule is not None:
+        schedule(model, step)
 
 
 def enable_global_topk(model: nn.Module, density: float) -> GlobalTopK:
