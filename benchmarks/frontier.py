@@ -1,7 +1,7 @@
 """The size-accuracy frontier on Fashion-MNIST: popcli's seed + mask against the compression
 people use today, every point measured the same way on this CPU.
 
-    python benchmarks/frontier.py            # the full run (~35-60 min on 2 shared cores), resumable
+    python benchmarks/frontier.py            # the full run (~80 min on 2 busy shared cores), resumable
     python benchmarks/frontier.py --tiny     # every kind of point, seconds (the test suite runs it)
     python benchmarks/frontier.py --report   # figure + table from the CSV only
 
@@ -12,8 +12,10 @@ points). Columns: test accuracy of the deployed graph in ONNX Runtime on the who
 ONNX graph's initializers), ONNX Runtime p50 latency at batch 1 and 64, and the command that
 reproduces the point. Points (docs/RESULTS.md states every recipe):
 
-- popcli: ``--methods`` (edge-popup, supermask, ...) x {LeNet-300-100, quick-start MLP} x
-  ``--densities``; ``popcli search`` then ``popcli export --codec auto --onnx --prune-dead-units``.
+- popcli: ``--methods`` (edge-popup, biprop, signed-supermask, supermask) x {LeNet-300-100,
+  quick-start MLP} x ``--densities``; ``popcli search`` then ``popcli export --codec auto``; the
+  graph measured is the artifact baked with dead units removed (``popcli export --onnx
+  --prune-dead-units`` does the same). ``--init`` and ``--set KEY=VALUE`` add series.
 - dense fp32 (safetensors, ONNX) and dense int8 (ONNX Runtime static QDQ) of each base network,
   its learning rate picked by a small sweep (the "tune" rows).
 - magnitude pruning: global L1 (torch.nn.utils.prune), iterative through the densities with
