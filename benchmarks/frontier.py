@@ -1,7 +1,7 @@
 """The size-accuracy frontier on Fashion-MNIST: popcli's seed + mask against the compression
 people use today, every point measured the same way on this CPU.
 
-    python benchmarks/frontier.py            # the full run (~80 min on 2 busy shared cores), resumable
+    python benchmarks/frontier.py            # the full run (65 min on 2 busy shared cores), resumable
     python benchmarks/frontier.py --tiny     # every kind of point, seconds (the test suite runs it)
     python benchmarks/frontier.py --report   # figure + table from the CSV only
 
