@@ -167,6 +167,9 @@ def test_ternary_mask_file_within_3_percent_of_its_entropy(tmp_path):
     freqs = [(n - kept) / n, (kept - inverted) / n, inverted / n]
     entropy = -sum(p * math.log2(p) for p in freqs)  # bits per weight
     assert 8 * art.file_bytes / n <= 1.03 * entropy
+    report = inspect(art, verify=False)  # inspect shows the sign stream and the same entropy
+    assert report["sign_bytes"] == art.tensors["method.signs"].nbytes
+    assert report["ternary_entropy_bits_per_weight"] == pytest.approx(entropy, rel=1e-9)
     loaded = popcli.load(tmp_path / "a.safetensors")
     for (_, a), (_, b) in zip(_subnets(model), _subnets(loaded)):
         assert torch.equal(a.effective_weight(), b.effective_weight())
