@@ -8,10 +8,12 @@ exports and its artifact loads in any process:
 
 - ``arch`` is the user's builder as an import path (``"mypkg.nets:build"``), an entry point or
   a registered name (``models.external``); popcli builds it on the meta device and checks that
-  its layers and tensors are exactly the given model's (names and shapes), else ModelError.
+  its layers and tensors are exactly the given model's (names and shapes), else ModelError. A
+  model that describes itself (``popcli_description``) gives its own arch, seed, init and model
+  keys unless the arguments say otherwise.
 - the density is the model's (every subnet layer must have the same); the weights of its
-  Conv2d/Linear layers are drawn from ``seed`` with ``init`` (what an artifact regenerates):
-  whatever weights the model had are replaced.
+  Conv2d/Linear layers are drawn from ``seed`` (default 0) with ``init`` (default
+  signed_constant), what an artifact regenerates: whatever weights the model had are replaced.
 - other settings are recipe keys: ``epochs=3`` (the search section) or ``"data.batch_size": 64``.
 
 Nothing here prints; progress goes through ``on_event`` as for ``search.search``.
@@ -46,9 +48,10 @@ def _density(model: nn.Module) -> float:
     return densities.pop()
 
 
-def _recipe(arch: str, density: float, seed: int, init: str, batch_size: int, settings: dict[str, Any]) -> Recipe:
+def _recipe(arch: str, density: float, seed: int, init: str, batch_size: int, settings: dict[str, Any],
+            model_keys: dict[str, Any]) -> Recipe:
     """The recipe that describes the user's search (settings: search keys, or dotted ``section.key``)."""
-    sections: dict[str, dict[str, Any]] = {"model": {"arch": arch, "init": init},
+    sections: dict[str, dict[str, Any]] = {"model": {**model_keys, "arch": arch, "init": init},
                                            "data": {"dataset": "user", "batch_size": batch_size},
                                            "search": {"density": density}}
     for key, value in settings.items():
@@ -90,8 +93,18 @@ def _num_classes(model: nn.Module, test: Any, x: torch.Tensor) -> int:
     return int(out.shape[1])
 
 
+def _own_description(model: nn.Module) -> tuple[str | None, int | None, str | None, dict[str, Any]]:
+    """(arch, seed, init, model keys) of a model that describes itself (``popcli_description``:
+    ``popcli.create_model``, ``popcli.subnetify(..., arch=...)``), else Nones."""
+    own = getattr(model, "popcli_description", None)
+    recipe = own.get("recipe") if isinstance(own, dict) else None
+    if not isinstance(recipe, Recipe):
+        return None, None, None, {}
+    return recipe.model.arch, recipe.seed, recipe.model.init, recipe.to_dict()["model"]
+
+
 def search_model(model: nn.Module, train_data: Any, test_data: Any, *, arch: str | None = None,
-                 run_dir: str | Path, seed: int = 0, init: str = "signed_constant", batch_size: int = 128,
+                 run_dir: str | Path, seed: int | None = None, init: str | None = None, batch_size: int = 128,
                  workers: int = 0, resume: bool = False, force: bool = False,
                  on_event: Callable[[str, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                  **settings: Any) -> dict[str, Any]:
@@ -99,7 +112,10 @@ def search_model(model: nn.Module, train_data: Any, test_data: Any, *, arch: str
     (with ``"recipe"``: the recipe written to ``run_dir``, which ``popcli export`` uses)."""
     from .search import search
 
-    arch = arch or getattr(model, "popcli_arch", None)
+    own_arch, own_seed, own_init, model_keys = _own_description(model)
+    arch = arch or own_arch
+    seed = seed if seed is not None else own_seed if own_seed is not None else 0
+    init = init or own_init or "signed_constant"
     if not arch:
         raise ModelError("popcli.search(model, ...) needs arch='package.module:function': the function that builds "
                          "this model, so that its artifact can be rebuilt in another process (docs/BRING_YOUR_OWN.md)")
@@ -109,7 +125,7 @@ def search_model(model: nn.Module, train_data: Any, test_data: Any, *, arch: str
     probe = user_loader(test_data, train=False, batch_size=batch_size, seed=seed, workers=workers, device=cpu)
     x, _ = next(iter(probe.batches()))
     shape, classes = tuple(int(d) for d in x.shape[1:]), _num_classes(model, test_data, x)
-    recipe = _recipe(arch, _density(model), seed, init, batch_size, settings)
+    recipe = _recipe(arch, _density(model), seed, init, batch_size, settings, model_keys)
     _check_arch(model, recipe, shape, classes)
     init_weights(model, recipe.seed, recipe.model.init, init_density(recipe.search))
 

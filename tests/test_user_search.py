@@ -119,3 +119,13 @@ def test_recipe_path_of_popcli_search(tmp_path):
     assert summary["steps"] == 2 and summary["arch"] == "fc"
     with pytest.raises(ModelError, match="reads its data from the recipe"):
         popcli.search(None, *data(), run_dir=tmp_path / "other")
+
+
+def test_a_model_that_describes_itself_needs_no_arch(tmp_path):
+    from popcli.recipe import from_dict
+
+    train, test = data()
+    model = fresh_model()
+    model.popcli_description = {"recipe": from_dict({"seed": 3, "model": {"arch": ARCH, "init": "kaiming_normal"}})}
+    summary = popcli.search(model, train, test, run_dir=tmp_path / "run", **{**SETTINGS, "epochs": 1})
+    assert (summary["recipe"]["model"]["arch"], summary["seed"], summary["init"]) == (ARCH, 3, "kaiming_normal")
