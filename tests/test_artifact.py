@@ -215,7 +215,7 @@ def test_not_an_artifact(tmp_path):
     (tmp_path / "model.pt").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     expect_error(tmp_path / "model.pt", "not a safetensors file|too short")
     torch.save({"w": torch.zeros(3)}, tmp_path / "t.pt")
-    expect_error(tmp_path / "t.pt", "not a safetensors file")
+    expect_error(tmp_path / "t.pt", r"PyTorch file \(torch.save\), not a popcli artifact")
     expect_error(tmp_path / "missing.safetensors", "not found")
     expect_error(tmp_path, "not a file")
 
