@@ -154,13 +154,16 @@ def prune_global(model: nn.Module, density: float) -> None:
     as torch.nn.utils.prune hooks, so fine-tuning keeps pruned weights at zero)."""
     layers = linear_layers(model)
     total = sum(m.weight.numel() for m in layers)
-    remaining = nonzero_weights(model) if not prune.is_pruned(model) else \
-        sum(int(m.weight_mask.sum()) for m in layers)
+    # the current weights from their parameters: a pruned layer's ``weight`` attribute is only
+    # refreshed by a forward pass, so after load_state_dict or an optimizer step it is stale
+    current = {m: (m.weight_orig * m.weight_mask if prune.is_pruned(m) else m.weight).detach() for m in layers}
+    remaining = sum(int(w.count_nonzero()) for w in current.values())
     target = max(1, round(density * total))
     if target >= remaining:
         return
     # the amount applies to the still-unpruned weights (PruningContainer), so this is iterative
     prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured,
+                              importance_scores={(m, "weight"): w for m, w in current.items()},
                               amount=remaining - target)
 
 

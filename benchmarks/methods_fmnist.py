@@ -32,14 +32,15 @@ def points(kind: str) -> list[tuple[str, list[str]]]:
         return [(f"{m}-d{d}", [f"search.method={m}", f"search.density={d}", "model.init=kaiming_normal"])
                 for d in (0.05, 0.1, 0.3, 0.5) for m in ("edge-popup", "biprop")]
     if kind == "signed":
+        pairs = [("edge-popup", "signed_constant"), ("signed-supermask", "elus_signed_constant")]
         return [(f"{m}-{init}-d{d}", [f"search.method={m}", f"search.density={d}", f"model.init={init}"])
-                for d in (0.03, 0.05) for m, init in (("edge-popup", "signed_constant"),
-                                                      ("signed-supermask", "elus_signed_constant"),
-                                                      ("signed-supermask", "signed_constant"))]
+                for d in (0.03, 0.05) for m, init in pairs] + [
+            ("signed-supermask-signed_constant-d0.05", ["search.method=signed-supermask", "search.density=0.05",
+                                                        "model.init=signed_constant"])]
     if kind == "schedule":
         return [(f"{m}-{s}-d{d}", [f"search.method={m}", f"search.density={d}", f"search.density_schedule={s}",
                                    "search.density_anneal_epochs=3" if s == "anneal" else "search.density_anneal_epochs=0"])
-                for d in (0.05, 0.01) for m in ("edge-popup", "biprop") for s in ("constant", "anneal")]
+                for d in (0.05, 0.01) for m in ("edge-popup",) for s in ("constant", "anneal")]
     raise SystemExit(f"unknown comparison {kind!r}: biprop, signed or schedule")
 
 

@@ -28,7 +28,8 @@ import torch
 from . import artifact, onnx_export
 from .bake import bake
 from .data import load_data
-from .errors import PopcliError
+from .data.resolve import in_root
+from .errors import EXIT_USAGE, PopcliError
 from .nn import SubnetMixin
 from .recipe import Recipe, from_dict
 
@@ -39,7 +40,13 @@ NOTE = ("Unstructured sparsity does not make dense kernels faster: the masked mo
 
 
 class EvalError(PopcliError):
-    """A source, dataset or option popcli eval cannot use."""
+    """A source or dataset popcli eval cannot use (exit 1)."""
+
+
+class EvalOptionError(EvalError):
+    """An option popcli eval cannot use (exit 2, a usage error)."""
+
+    exit_code = EXIT_USAGE
 
 
 def machine() -> dict[str, Any]:
@@ -83,6 +90,10 @@ def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int =
     data.augment = False
     if data_dir:
         data.data_dir = data_dir
+    elif data.data_dir and data.dataset != "synthetic" and in_root(data.dataset, data.data_dir) is None:
+        # the folder the search read (stored in the artifact) no longer holds the data (moved, or
+        # another machine): it was the search's choice, not this command's, so search the usual places
+        data.data_dir = None
     splits = load_data(data, recipe.seed)
 
     def take(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +126,7 @@ def _batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise EvalError(f"--batch-sizes {text!r}: expected positive integers separated by commas, e.g. 1,64")
+        raise EvalOptionError(f"--batch-sizes {text!r}: expected positive integers separated by commas, e.g. 1,64")
     return sizes
 
 
@@ -155,6 +166,10 @@ def _open(path: Path, mask: str | None = None) -> _Source:
                        art.metadata["content_sha256"])
     if mask is not None:
         raise EvalError(f"--mask {mask!r} selects a mask of a multi-mask artifact; {path} is not an artifact")
+    from .sniff import foreign_kind, not_an_artifact
+
+    if foreign_kind(path) not in (None, "onnx"):  # a checkpoint or another torch file: say which
+        raise EvalError(f"{not_an_artifact(path)}; popcli eval takes an artifact or an ONNX file")
     try:
         meta = onnx_export.metadata_of(path)
     except Exception as err:  # onnx raises DecodeError and others for files that are not ONNX
@@ -199,9 +214,9 @@ def _check_options(sizes: str, limit: int | None, provider: str) -> list[int]:
     import onnxruntime
 
     if limit is not None and limit < 1:
-        raise EvalError(f"--limit {limit}: expected a positive number of test images")
+        raise EvalOptionError(f"--limit {limit}: expected a positive number of test images")
     if provider not in onnxruntime.get_available_providers():
-        raise EvalError(f"execution provider {provider!r} is not available; this onnxruntime has: "
+        raise EvalOptionError(f"execution provider {provider!r} is not available; this onnxruntime has: "
                         f"{', '.join(onnxruntime.get_available_providers())}")
     return _batch_sizes(sizes)
 
@@ -217,12 +232,12 @@ def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | 
     torch.set_num_threads(threads)
     src = _open(Path(source), mask)
     if int8 and src.kind != "artifact":
-        raise EvalError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")
+        raise EvalOptionError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")
     if dataset:
         src.recipe.data.dataset = dataset
     x, y, calibration = real_inputs(src.recipe, data_dir, test=limit or 10**9, train=CALIBRATION_IMAGES if int8 else 0)
     if tuple(x.shape[1:]) != src.shape:
-        raise EvalError(f"{source}: the model takes inputs {list(src.shape)} but {src.recipe.data.dataset} images are "
+        raise EvalOptionError(f"{source}: the model takes inputs {list(src.shape)} but {src.recipe.data.dataset} images are "
                         f"{list(x.shape[1:])}; evaluate it on the dataset it was searched on")
     report: dict[str, Any] = {"source": str(source), "kind": src.kind, "dataset": src.recipe.data.dataset,
                               "test_images": len(y), "search_acc": src.search_acc, "threads": threads,

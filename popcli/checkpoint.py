@@ -16,7 +16,6 @@ where (last.pt is the run's one commit point) is search.py's business.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import secrets
 import shutil
@@ -25,8 +24,8 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
-from . import faults
-from .errors import RunError, StorageError
+from . import faults, jsonsafe
+from .errors import RunError, RunExists, StorageError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 CHECKPOINT_FORMAT = "popcli-checkpoint/1"
@@ -206,7 +205,7 @@ def _copy_into(source: Path, f: BinaryIO) -> None:
 
 
 def json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record)
+    return jsonsafe.dumps(record)  # strict JSON: a NaN figure becomes null
 
 
 # --------------------------------------------------------------------------- run folders
@@ -227,8 +226,8 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         return
     existing = started_files(run_dir)
     if existing and not force:
-        raise RunError(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
-                       "pass --resume to continue it, --force to start over, or --out for a new folder")
+        raise RunExists(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
+                        "pass --resume to continue it, --force to start over, or --out for a new folder")
 
 
 def stale_temps(run_dir: Path) -> list[Path]:

@@ -172,6 +172,8 @@ def decode(data: np.ndarray, sizes: Sequence[int], kept: Sequence[int], codec: s
     if codec == "packbits":
         if data.size != (n + 7) // 8:
             raise CodecError(f"packbits masks hold {data.size} bytes, expected {(n + 7) // 8} for {n} weights")
+        if n % 8 and data[-1] >> (n % 8):
+            raise CodecError(f"packbits masks: the {8 - n % 8} padding bits of the last byte are not zero")
         bits = np.unpackbits(data, count=n, bitorder="little").view(np.bool_)
     elif codec == "rans":
         freqs = _Frequencies(sizes, kept)

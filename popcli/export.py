@@ -19,15 +19,11 @@ from typing import Any
 import torch
 
 from . import artifact, codecs
+from .artifact_schema import STATIC_DATA
 from .checkpoint import load_checkpoint
-from .errors import ArtifactError, RunError
+from .errors import ArtifactError, RunError, UsageError
 from .models import build_model, input_size
 from .recipe import Recipe, from_dict
-
-# Input shape and classes of each dataset, for checkpoints written before they stored them.
-_STATIC_DATA = {"fashion-mnist": ([1, 28, 28], 10), "mnist": ([1, 28, 28], 10), "cifar10": ([3, 32, 32], 10),
-                "cifar100": ([3, 32, 32], 100)}
-
 
 def find_checkpoint(source: str | Path) -> Path:
     """A checkpoint file, or the last.pt of a run folder."""
@@ -46,8 +42,8 @@ def _data_info(state: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
         return state["data_info"]
     if recipe.data.dataset == "synthetic":
         return {"shape": list(recipe.data.shape), "num_classes": recipe.data.num_classes}
-    if recipe.data.dataset in _STATIC_DATA:
-        shape, classes = _STATIC_DATA[recipe.data.dataset]
+    if recipe.data.dataset in STATIC_DATA:  # checkpoints written before they stored their input shape
+        shape, classes = STATIC_DATA[recipe.data.dataset]
         return {"shape": shape, "num_classes": classes}
     raise RunError("this checkpoint does not record its input shape; re-run the search with this popcli version")
 
@@ -85,10 +81,12 @@ def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[tor
 
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
-           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None) -> dict[str, Any]:
+           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
+           inputs: torch.Tensor | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
     checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
-    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask)."""
+    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
+    ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set."""
     from .deploy import export_onnx, file_sha256
 
     if masks:
@@ -103,13 +101,13 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
 
     out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
     if out is None and onnx is None:
-        raise ArtifactError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
+        raise UsageError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
     if onnx is None and (prune_dead_units or int8):
-        raise ArtifactError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
+        raise UsageError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
     if codec != "auto" and codec not in codecs.CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
+        raise UsageError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
     if parity_samples < 1:
-        raise ArtifactError(f"--parity-samples {parity_samples}: expected a positive number of test images")
+        raise UsageError(f"--parity-samples {parity_samples}: expected a positive number of test images")
     for path, option in ((out, "-o"), (onnx, "--onnx")):  # before the slow part
         if path is not None:
             artifact.check_output(path, force, option)
@@ -122,7 +120,7 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:
-            raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
+            raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
         model, recipe, info, report = artifact.load(source), art.recipe, art.data_info, {"source": str(source)}
         source_sha = art.metadata["content_sha256"]
@@ -137,7 +135,7 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     if onnx is not None:
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
                                      prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
-                                     force=force)
+                                     force=force, inputs=inputs)
     return report
 
 

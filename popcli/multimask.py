@@ -138,7 +138,10 @@ def select(art: artifact.Artifact, name: str | None) -> artifact.Artifact:
         return replace(art, tensors=own)
     try:
         entry = json.loads(art.metadata[f"mask.{name}"])
-        recipe = from_dict(entry["recipe"])
+        raw = dict(entry["recipe"])
+        if isinstance(raw.get("seed"), str) and raw["seed"].isdigit():  # format 2+: the seed as a decimal string
+            raw["seed"] = int(raw["seed"])
+        recipe = from_dict(raw)
         kept = [int(k) for k in entry["kept"]]
         codec = str(entry["mask_codec"])
     except (KeyError, TypeError, ValueError, json.JSONDecodeError):

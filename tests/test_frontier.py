@@ -57,6 +57,29 @@ def test_global_pruning_is_iterative_and_exact(tmp_path):
     assert original[kept].abs().min() >= original[~kept].abs().max()
 
 
+def test_pruning_ranks_the_current_weights_not_a_stale_attribute():
+    """After load_state_dict (or an optimizer step) a pruned layer's ``weight`` attribute is stale
+    until the next forward; the next pruning step must rank weight_orig * mask."""
+    spec = bl.MLPSpec(hidden=[40, 20])
+    model = bl.mlp(spec)
+    bl.prune_global(model, 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for key in state:
+        if key.endswith("weight_orig"):
+            state[key] = torch.randn(state[key].shape, generator=torch.Generator().manual_seed(7))
+    fresh = bl.mlp(spec)
+    for layer in bl.linear_layers(fresh):
+        torch.nn.utils.prune.identity(layer, "weight")
+    fresh.load_state_dict(state)
+    bl.prune_global(fresh, 0.1)
+    current = torch.cat([(m.weight_orig * m.weight_mask).detach().flatten() for m in bl.linear_layers(fresh)])
+    scores = torch.cat([(state[f"{i}.weight_orig"] * state[f"{i}.weight_mask"]).flatten()
+                        for i, m in enumerate(fresh) if isinstance(m, torch.nn.Linear)])
+    kept = current != 0
+    assert int(kept.sum()) == round(0.1 * bl.weight_count(fresh))
+    assert scores[kept].abs().min() >= scores[~kept].abs().max()
+
+
 def test_sparse_file_is_small_and_corruption_is_one_error(tmp_path):
     spec = bl.MLPSpec(hidden=[300, 100])
     model = bl.mlp(spec)

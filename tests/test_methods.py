@@ -73,6 +73,7 @@ def test_biprop_forward_and_gradient_by_hand():
     alpha = (0.5 + 2.0 + 1.5) / 3  # mean |w| over the kept weights
     w_eff = torch.tensor([[alpha, -alpha, 0.0], [-alpha, 0.0, 0.0]], dtype=torch.float32)
     assert torch.equal(layer.effective_weight().detach(), w_eff)
+    assert torch.equal(layer.to_linear().weight.detach(), w_eff)  # the converter bakes the same product
     assert torch.allclose(out, x @ w_eff.T)
     out.sum().backward()
     grad_w_eff = torch.ones(2, 1) @ x  # d sum(x W^T) / dW = x for every row
@@ -86,6 +87,7 @@ def test_signed_supermask_forward_and_gradient_by_hand():
     out = layer(x)
     t = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])  # sign(s) on the top-3 |s|
     assert torch.equal(layer.effective_weight().detach(), layer.weight * t)
+    assert torch.equal(layer.to_linear().weight.detach(), layer.weight.detach() * t)
     assert torch.allclose(out, x @ (layer.weight * t).T)
     out.sum().backward()
     assert torch.allclose(layer.scores.grad, (torch.ones(2, 1) @ x) * layer.weight, rtol=0, atol=1e-7)  # no sign(s)
@@ -289,3 +291,31 @@ def test_single_mask_files_still_read_as_one_default_mask(task_runs, tmp_path):
     for spec, fragment in ((["bad name=x"], "NAME=RUN"), ([f"a={task_runs / 't0'}", f"a={task_runs / 't1'}"], "twice")):
         with pytest.raises(ArtifactError, match=fragment):
             export(None, tmp_path / "x.safetensors", masks=spec)
+
+
+@pytest.mark.parametrize("name", ["v1_fc_bn_rans", "v1_conv2_packbits", "v1_fc_dense"])
+def test_version_1_files_read_as_one_default_mask(name):
+    path = Path(__file__).parent / "golden" / f"{name}.safetensors"
+    art = _artifact.read(path)
+    assert art.metadata["format_version"] == "1" and multimask.names(art) == ["default"]
+    assert multimask.select(art, "default").layers == art.layers
+    model = popcli.load(path, mask="default")
+    assert not model.training
+    with pytest.raises(ArtifactError, match="holds: default"):
+        popcli.load(path, mask="task1")
+
+
+def test_inspect_cli_lists_the_masks(task_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from popcli.cli import app
+
+    specs = [f"--mask=t{i}={task_runs / f't{i}'}" for i in range(2)]
+    result = CliRunner().invoke(app, ["export", *specs, "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.safetensors"), "--json"])
+    report = _json.loads(result.stdout)
+    assert [m["name"] for m in report["masks"]] == ["t0", "t1"] and all(m["bytes"] > 0 for m in report["masks"])
+    result = CliRunner().invoke(app, ["export", f"--mask=a={task_runs / 't0'}", f"--mask=b={task_runs / 'other-seed'}",
+                                      "-o", str(tmp_path / "x.safetensors")])
+    assert result.exit_code != 0 and "seed" in result.output and "Traceback" not in result.output
