@@ -116,7 +116,7 @@ def check_output(path: Path, force: bool, option: str) -> None:
     except OSError as err:  # a name too long for the filesystem, a symlink loop in the folders
         raise storage_error(path, err) from None
     if is_dir:
-        raise ArtifactError(f"{str(path)!r} is a folder; choose a file name for {option}")
+        raise OutputExists(f"{str(path)!r} is a folder; choose a file name for {option}")
     if exists and not force:
         raise OutputExists(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
     if not folder_ok:

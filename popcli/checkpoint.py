@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 import torch
 
 from . import faults, jsonsafe
-from .errors import RunError, RunExists, StorageError
+from .errors import OutputExists, RunError, RunExists, StorageError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 CHECKPOINT_FORMAT = "popcli-checkpoint/1"
@@ -89,7 +89,7 @@ def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
     try:
         os.link(tmp, path)  # fails with EEXIST if another writer got there first: atomic
     except FileExistsError:
-        raise StorageError(f"{str(path)!r} already exists (written by another process meanwhile?); "
+        raise OutputExists(f"{str(path)!r} already exists (written by another process meanwhile?); "
                            "pass --force to overwrite it or choose another path") from None
     except OSError as err:  # no hard links here (some FUSE/SMB mounts): claim the name, then replace
         if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
@@ -97,7 +97,7 @@ def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
-            raise StorageError(f"{str(path)!r} already exists (written by another process meanwhile?); "
+            raise OutputExists(f"{str(path)!r} already exists (written by another process meanwhile?); "
                                "pass --force to overwrite it or choose another path") from None
         os.replace(tmp, path)
         return

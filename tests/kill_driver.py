@@ -127,7 +127,7 @@ def main(work: Path, random_kills: int, seed: int) -> dict:
     if outcome != "ok":
         return {"error": f"reference run: {outcome}"}
     points, seen = [], {}
-    for name in trace.read_text().split():
+    for name in (trace.read_text().split() if trace.exists() else []):
         seen[name] = seen.get(name, 0) + 1
         points.append(f"{name}#{seen[name]}")
     scenarios = []
