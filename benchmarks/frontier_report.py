@@ -134,3 +134,15 @@ def headline(rows: list[dict]) -> str:
                      f"{p['file_bytes']:,} B ({100 * p['test_acc']:.2f}%) vs {label(b)} {b['file_bytes']:,} B "
                      f"({100 * b['test_acc']:.2f}%): baseline / popcli = {c['ratio']:.2f}x")
     return "\n".join(lines)
+
+
+def matrix(rows: list[dict]) -> str:
+    """One markdown row per series, one column per kept fraction: "accuracy, file size" cells."""
+    points = _points(rows)
+    columns = sorted({round(r["density"], 2) for r in points}, reverse=True)
+    lines = ["| series | " + " | ".join(f"{100 * c:.3g}%" for c in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for name, series in sorted(_series(points).items(), key=lambda kv: (not is_popcli(kv[1][0]), kv[0])):
+        cells = {round(r["density"], 2): f"{100 * r['test_acc']:.2f}%, {_kib(r['file_bytes'])}" for r in series}
+        lines.append(f"| {name} | " + " | ".join(cells.get(c, "") for c in columns) + " |")
+    return "\n".join(lines)

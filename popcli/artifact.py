@@ -331,7 +331,9 @@ def skeleton(art: Artifact) -> nn.Module:
         with torch.device("meta"):  # every tensor is filled later from the seed and the file
             return build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                       num_classes=classes)
-    except (PopcliError, ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as err:
+    except PopcliError as err:  # already one line that names the fix
+        raise ArtifactError(f"{art.path}: cannot build its model: {err}") from None
+    except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as err:
         raise ArtifactError(f"{art.path}: cannot build its model: {str(err).splitlines()[0][:160]}") from None
 
 

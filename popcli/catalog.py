@@ -51,6 +51,7 @@ def describe_keys(recipe) -> list[dict[str, Any]]:
     default = recipes.Recipe()
     default.search.method = recipe.search.method
     recipes.resolve(default)  # unset optimizer keys: this method's defaults, as a search would use them
+    default.search.method = recipes.Recipe().search.method
     rows = [_row("seed", int, default.seed, recipe.seed, "the seed of the weights, the data order and the scores")]
     for section in ("model", "data", "search"):
         cls = type(getattr(default, section))

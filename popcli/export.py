@@ -186,7 +186,15 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "checkpoint_bytes": ckpt, "checkpoint_over_artifact": ckpt / art.file_bytes if ckpt else None,
     }
     from . import multimask
+    from .methods import store as method_store
 
+    if method_store.SIGNS in art.tensors and masked:  # signed supermask: the sign stream and the ternary entropy
+        state = json.loads(art.metadata.get(method_store.STATE_KEY, "{}"))
+        inverted = sum(int(i) for i in state.get("inverted", []))
+        kept = report["kept_weights"]
+        report["sign_bytes"] = int(art.tensors[method_store.SIGNS].nbytes)
+        report["ternary_entropy_bits_per_weight"] = (codecs.entropy_bits(kept, masked)
+                                                     + codecs.entropy_bits(inverted, kept)) / masked if kept else 0.0
     if len(multimask.names(art)) > 1:  # a multi-mask file: the other masks, with their own bytes
         report["masks"] = multimask.sizes(art)
     if verify:

@@ -18,7 +18,6 @@ matplotlib is an optional dependency (``pip install popcli[plot]``). Nothing pri
 from __future__ import annotations
 
 import csv
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +95,15 @@ def _title(rows: list[dict[str, Any]], what: str, skip: tuple[str, ...]) -> str:
     if first.get("model.arch") != "fc":
         shown.pop("model.hidden", None)  # only the MLP reads it
     seeds = sorted({r.get(groups.SEED) for r in rows})
-    fixed_text = ", ".join(groups.describe(k, v) for k, v in shown.items())
-    if len(seeds) == 1:
-        fixed_text += f", seed {seeds[0]}"
-    return head + ("\n" + textwrap.fill(f"fixed: {fixed_text}", 70) if fixed_text else "")
+    pieces = [groups.describe(k, v) for k, v in shown.items()] + ([f"seed {seeds[0]}"] if len(seeds) == 1 else [])
+    lines, current = [], "fixed:"
+    for piece in pieces:  # wrap between pieces, never inside "lr 0.1"
+        if len(current) + len(piece) > 68 and current != "fixed:":
+            lines.append(current + ",")
+            current = piece
+        else:
+            current += (" " if current == "fixed:" else ", ") + piece
+    return head + ("\n" + "\n".join([*lines, current]) if pieces else "")
 
 
 def _draw_lines(ax, found: list[groups.Line], *, dashed_if=None, rows: list[dict[str, Any]] | None = None) -> None:
@@ -141,6 +145,8 @@ def _clip_low(ax, main_values: list[float]) -> None:
     margin = min(4.0, max(0.5, 0.25 * (max(main_values) - min(main_values))))
     bottom = min(main_values) - margin
     for line in ax.get_lines():
+        if line.get_marker() != "o":  # error-bar caps and baselines are not data points
+            continue
         for x, y in zip(*line.get_data()):
             if y < bottom:
                 ax.annotate(f"{y:.1f}%", (x, bottom), xytext=(0, 6), textcoords="offset points", fontsize=7,
@@ -184,7 +190,8 @@ def _figure(plt, rows: list[dict[str, Any]], x_key: str, path: Path, *, xlabel: 
         _draw_lines(ax, found, dashed_if=lambda line: dict(line.key).get(METHOD) == "dense", rows=main)
         if densities:
             _dense_baselines(ax, [r for r in here if r.get(METHOD) == "dense"], by)
-        _clip_low(ax, [100 * r["test_acc"] for r in here if r.get(METHOD) != "supermask"])
+        _clip_low(ax, [100 * p.mean for line in found for p in line.points if dict(line.key).get(METHOD) != "supermask"]
+                  + [100 * r["test_acc"] for r in here if r.get(METHOD) == "dense"])
         if log_x:
             _log_axis(ax)
         _finish(ax, xlabel=xlabel, title=_title(here, what, skip), note=groups.seeds_note(found))

@@ -5,7 +5,10 @@ point under ``out/runs/`` (named after the point, plus a hash of every override 
 sweeps with different ``--set`` values never share a folder). A point whose run finished is
 skipped; one that was interrupted is resumed. After every point, ``out/results.csv`` is
 rewritten (atomically) from every finished run in ``out/runs/``, so several sweeps into the same
-folder accumulate (a second method, another learning rate). Figures: ``plot``. Nothing prints.
+folder accumulate (a second method, another learning rate); its columns are the usual keys plus
+every other recipe key that differs between the runs. Points run here one by one, ``jobs`` at
+once in worker processes (their recipes in ``out/points/``), or one cluster task each
+(``sweep_pool``); a failed point is reported and the others run. Figures: ``plot``. Nothing prints.
 """
 
 from __future__ import annotations

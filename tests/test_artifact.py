@@ -215,13 +215,13 @@ def test_not_an_artifact(tmp_path):
     (tmp_path / "model.pt").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     expect_error(tmp_path / "model.pt", "not a safetensors file|too short")
     torch.save({"w": torch.zeros(3)}, tmp_path / "t.pt")
-    expect_error(tmp_path / "t.pt", "not a safetensors file")
+    expect_error(tmp_path / "t.pt", r"PyTorch file \(torch.save\), not a popcli artifact")
     expect_error(tmp_path / "missing.safetensors", "not found")
     expect_error(tmp_path, "not a file")
 
 
 def test_newer_versions_say_upgrade(good, tmp_path):
-    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "3"}), "newer.*upgrade popcli")
+    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "4"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "g.safetensors", metadata={"generator_version": "9"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "h.safetensors", metadata={"generator": "mt19937"}), "unknown")
 

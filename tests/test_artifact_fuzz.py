@@ -4,8 +4,6 @@ inspect` on a sample of them through the CLI: one line, a non-zero exit, no trac
 
 import os
 import random
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -13,7 +11,7 @@ from typer.testing import CliRunner
 
 import popcli
 from popcli.cli import app
-from popcli.errors import PopcliError
+from popcli.errors import ArtifactError, PopcliError
 
 from artifact_fuzz import make_bases, mutants, run
 
@@ -35,11 +33,11 @@ def test_fuzzed_artifacts_fail_cleanly_or_load_the_described_model(tmp_path):
 
 
 def test_cli_inspect_on_fuzzed_artifacts(tmp_path):
-    """Through the CLI: refused files give one `error:` line and exit 2; no traceback ever."""
+    """Through the CLI: refused files give one `error:` line and a non-zero exit; no traceback ever."""
     bases = make_bases(tmp_path)
     rnd = random.Random(SEED)
     sample = [m for base_index, base in enumerate(bases)
-              for m in rnd.sample(mutants(base, rnd, 60, tmp_path, f"c{base_index}"), 8)]
+              for m in rnd.sample(mutants(base, rnd, 20, tmp_path, f"c{base_index}"), 6)]
     runner = CliRunner()
     refused = 0
     for kind, path in sample:
@@ -51,15 +49,12 @@ def test_cli_inspect_on_fuzzed_artifacts(tmp_path):
         except PopcliError:
             refused += 1
             lines = result.stderr.strip().splitlines()
-            assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (kind, result.stderr)
+            assert result.exit_code == ArtifactError.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), \
+                (kind, result.stderr)
         else:
             assert result.exit_code in (0, 1) and "Traceback" not in result.stderr
     assert refused >= len(sample) // 2
-    # and twice as a real process, the way a user runs it
-    for kind, path in sample[:2]:
-        done = subprocess.run([sys.executable, "-m", "popcli", "inspect", str(path)], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode in (0, 1, 2) and "Traceback" not in done.stderr, done.stderr
+    # (tests/test_artifact_schema.py runs `python -m popcli inspect` as a real process too)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ files, file modes, strict JSON, tables. Commands run in-process (typer's CliRunn
 import json
 import os
 import re
-import shutil
 import stat
 import tomllib
 from pathlib import Path

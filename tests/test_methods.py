@@ -167,6 +167,9 @@ def test_ternary_mask_file_within_3_percent_of_its_entropy(tmp_path):
     freqs = [(n - kept) / n, (kept - inverted) / n, inverted / n]
     entropy = -sum(p * math.log2(p) for p in freqs)  # bits per weight
     assert 8 * art.file_bytes / n <= 1.03 * entropy
+    report = inspect(art, verify=False)  # inspect shows the sign stream and the same entropy
+    assert report["sign_bytes"] == art.tensors["method.signs"].nbytes
+    assert report["ternary_entropy_bits_per_weight"] == pytest.approx(entropy, rel=1e-9)
     loaded = popcli.load(tmp_path / "a.safetensors")
     for (_, a), (_, b) in zip(_subnets(model), _subnets(loaded)):
         assert torch.equal(a.effective_weight(), b.effective_weight())
@@ -319,3 +322,25 @@ def test_inspect_cli_lists_the_masks(task_runs, tmp_path):
     result = CliRunner().invoke(app, ["export", f"--mask=a={task_runs / 't0'}", f"--mask=b={task_runs / 'other-seed'}",
                                       "-o", str(tmp_path / "x.safetensors")])
     assert result.exit_code != 0 and "seed" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_resume_under_an_anneal_schedule_is_exact(tmp_path):
+    """The schedule is a function of the global step: an interrupted, resumed biprop run ends in
+    the state of an uninterrupted one (scores, optimizer, metrics)."""
+    from popcli.checkpoint import load_checkpoint
+    from popcli.search import SearchInterrupted
+
+    recipe = _r.load(None, [*TASKS, "search.method=biprop", "search.epochs=2", "search.density_schedule=anneal",
+                            "search.density_anneal_epochs=1.5"])
+    search(recipe, tmp_path / "straight")
+    steps = []
+    with pytest.raises(SearchInterrupted):
+        search(recipe, tmp_path / "resumed", should_stop=lambda: len(steps) >= 3,
+               on_event=lambda kind, info: steps.append(1) if kind == "step" else None)
+    search(recipe, tmp_path / "resumed", resume=True)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (tmp_path / "straight" / "metrics.jsonl").read_text().count("\n") == 2
+    loss = lambda d: [_json.loads(line)["train_loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert loss("straight") == loss("resumed")
