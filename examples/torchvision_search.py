@@ -1,10 +1,10 @@
 """A torchvision model, your own Dataset, the Python API: search, save, load elsewhere, ONNX.
 
-    python examples/torchvision_search.py                 # ~1 min on 2 CPU cores
-    python examples/torchvision_search.py --steps 60      # longer search, better accuracy
+    python examples/torchvision_search.py                 # a few minutes on 2 CPU cores
+    python examples/torchvision_search.py --steps 120     # longer search, better accuracy
 
 1. ``Shapes``: a Dataset of your own (here generated: squares, discs and crosses, 32x32 RGB).
-2. ``build``: torchvision's MobileNetV3-Small for it; ``popcli.subnetify`` turns its Conv2d /
+2. ``build``: torchvision's ResNet-18 for it; ``popcli.subnetify`` turns its Conv2d /
    Linear layers into subnet layers (random weights that never train, one score per weight).
 3. ``popcli.search(model, train, test, arch="torchvision_search:build")``: the search loop on
    that Dataset; ``arch`` names this file's ``build`` so that any process can rebuild the model.
@@ -34,7 +34,7 @@ def build(*, num_classes: int, **_):
     """The model: plain torchvision (popcli converts it when it rebuilds it from an artifact)."""
     import torchvision
 
-    return torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    return torchvision.models.resnet18(weights=None, num_classes=num_classes)
 
 
 class Shapes(Dataset):

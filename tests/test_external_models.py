@@ -135,6 +135,22 @@ def test_import_path_errors_are_one_line(tmp_path, monkeypatch):
         get_model_builder("nope")
 
 
+def test_module_imported_under_meta_keeps_real_tensors(tmp_path, monkeypatch):
+    from popcli.models import build_architecture
+    from popcli.recipe import ModelConfig, SearchConfig
+
+    (tmp_path / "constnets.py").write_text("import torch\nimport torch.nn as nn\nSCALE = torch.ones(3)\n\n\n"
+                                           "def build(*, num_classes, **_):\n"
+                                           "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with torch.device("meta"):  # as the memory estimate and the artifact loader build
+        build_architecture(ModelConfig(arch="constnets:build"), SearchConfig(), in_channels=1, image_size=8,
+                           num_classes=4)
+    import constnets
+
+    assert constnets.SCALE.device.type == "cpu"
+
+
 def test_plain_builder_is_converted_without_global_rng(tmp_path, monkeypatch):
     from popcli.models import build_architecture, masked_layers
     from popcli.recipe import ModelConfig, SearchConfig

@@ -54,6 +54,8 @@ def test_user_dataset_search_export_load_exact(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))  # the searched model itself, bit for bit
     assert summary["test_acc"] == pytest.approx(float((loaded(x).argmax(1) == test.tensors[1]).float().mean()))
+    with pytest.raises(DataError, match="your own Dataset"):  # ONNX parity needs images: export(..., inputs=x)
+        export(tmp_path / "m.safetensors", onnx=tmp_path / "m.onnx")
 
 
 def test_resume_is_exact_for_a_user_dataset(tmp_path):

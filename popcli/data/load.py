@@ -164,6 +164,9 @@ def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
 def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Splits:
     """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``.
     ``shard`` = (rank, world) under torch.distributed (see ``Loader.set_shard``)."""
+    if cfg.dataset == "user":  # popcli.search(model, your_dataset, ...): the data lives in the user's code
+        raise DataError("this recipe was searched on your own Dataset (data.dataset: user), which popcli cannot "
+                        "load by name; evaluate with your own data (popcli.search.evaluate) or pass a named dataset")
     if cfg.dataset not in DATASETS:
         raise RecipeError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
     splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)

@@ -72,6 +72,8 @@ def _holds(name: str, folder: Path) -> bool:
 def in_root(name: str, root: str | Path) -> Path | None:
     """The folder under ``root`` (in one of ``name``'s layouts) that holds it, or None."""
     root = Path(root).expanduser()
+    if name not in LAYOUTS:  # imagefolder: the folder named is the dataset itself
+        return root if root.is_dir() else None
     for layout in LAYOUTS[name]:
         folder = root / layout if layout else root
         if _holds(name, folder):

@@ -52,7 +52,8 @@ def _resolve(target: str) -> Any:
     if module_name.split(".")[0] in sys.stdlib_module_names:  # an artifact must not make popcli run stdlib code
         raise _Unimportable(f"{module_name!r} is a standard-library module, not model code")
     try:
-        obj = importlib.import_module(module_name)
+        with torch.device("cpu"):  # module-level tensors are real even when a caller builds on meta
+            obj = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise _Unimportable(f"module {err.name or module_name!r} is not importable") from None
     except Exception as err:  # user code failed at import: its own one-line reason
