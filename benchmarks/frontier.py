@@ -1,7 +1,7 @@
 """The size-accuracy frontier on Fashion-MNIST: popcli's seed + mask against the compression
 people use today, every point measured the same way on this CPU.
 
-    python benchmarks/frontier.py            # the full run (~35-60 min on 2 shared cores), resumable
+    python benchmarks/frontier.py            # the full run (~80 min on 2 busy shared cores), resumable
     python benchmarks/frontier.py --tiny     # every kind of point, seconds (the test suite runs it)
     python benchmarks/frontier.py --report   # figure + table from the CSV only
 
@@ -12,8 +12,10 @@ points). Columns: test accuracy of the deployed graph in ONNX Runtime on the who
 ONNX graph's initializers), ONNX Runtime p50 latency at batch 1 and 64, and the command that
 reproduces the point. Points (docs/RESULTS.md states every recipe):
 
-- popcli: ``--methods`` (edge-popup, supermask, ...) x {LeNet-300-100, quick-start MLP} x
-  ``--densities``; ``popcli search`` then ``popcli export --codec auto --onnx --prune-dead-units``.
+- popcli: ``--methods`` (edge-popup, biprop, signed-supermask, supermask) x {LeNet-300-100,
+  quick-start MLP} x ``--densities``; ``popcli search`` then ``popcli export --codec auto``; the
+  graph measured is the artifact baked with dead units removed (``popcli export --onnx
+  --prune-dead-units`` does the same). ``--init`` and ``--set KEY=VALUE`` add series.
 - dense fp32 (safetensors, ONNX) and dense int8 (ONNX Runtime static QDQ) of each base network,
   its learning rate picked by a small sweep (the "tune" rows).
 - magnitude pruning: global L1 (torch.nn.utils.prune), iterative through the densities with
@@ -39,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines as bl  # noqa: E402
 import frontier_report  # noqa: E402
+from frontier_settings import DEFAULT_INIT, FULL_BASES, METHOD_SETS, Base, Settings, tiny_settings  # noqa: E402
 
 import popcli  # noqa: E402
 from popcli import onnx_export, recipe as recipes  # noqa: E402
@@ -49,61 +52,6 @@ from popcli.data import load_data  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["key", "base", "method", "storage", "density", "kept_weights", "test_acc", "file_bytes", "infer_bytes",
            "ort_b1_ms", "ort_b64_ms", "dead_units_removed", "epochs", "wall_s", "threads", "notes", "command"]
-# per-method recipe keys of the popcli points beyond the method's own optimizer defaults
-# (popcli.methods): signed supermasks take their paper's ELUS init instead of --init
-METHOD_SETS = {"signed-supermask": ["model.init=elus_signed_constant"]}
-
-
-@dataclass(frozen=True)
-class Base:
-    """A base network: popcli's recipe and the plain MLP of the same shape for the baselines."""
-
-    name: str
-    recipe: str  # path relative to the repository
-    spec: bl.MLPSpec
-    search_epochs: int  # popcli points (reduced from the recipe's for the CPU budget)
-    dense_epochs: float  # dense baseline and small networks
-    finetune_epochs: float  # after each magnitude-pruning step
-    dense_lrs: tuple[float, ...] = (0.03, 0.1, 0.3)  # the tuning sweep of the dense baseline
-    small_up_to: float = 1.0  # small dense networks for the densities up to this one
-    densities: tuple[float, ...] | None = None  # None: Settings.densities
-    shape: tuple[int, int, int] = (1, 28, 28)
-
-
-@dataclass(frozen=True)
-class Settings:
-    bases: tuple[Base, ...]
-    methods: tuple[str, ...] = ("edge-popup", "biprop", "signed-supermask", "supermask")
-    densities: tuple[float, ...] = (0.5, 0.3, 0.1, 0.05, 0.03, 0.01)  # pruned in this order
-    init: str = "scaled_signed_constant"
-    small_epochs: float = 2.0  # the small dense networks (as many as popcli's LeNet points)
-    finetune_lr_factor: float = 0.1  # fine-tuning lr = tuned dense lr x this (Deep Compression)
-    threads: int = 1  # 2 threads on 2 busy cores ran 2.6x slower than 1
-    data: tuple[str, ...] = ()  # recipe overrides for the data section (tiny: synthetic)
-    extra: tuple[str, ...] = ()  # recipe overrides for every popcli point
-    max_steps: int | None = None  # every training run capped (tiny)
-    latency_s: float = 0.5  # seconds of timed calls per latency figure
-
-
-# Epochs are cut from the recipes' (LeNet 5, quick start 10) to fit ~1 hour on 2 CPU cores shared
-# with other jobs (docs/RESULTS.md); every method of a base gets the same number of epochs.
-FULL_BASES = (
-    Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", bl.MLPSpec(hidden=[300, 100]), 2, 2, 1),
-    Base("quickstart", "popcli/recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 1, 1, 0.5,
-         dense_lrs=(0.1,), small_up_to=0.0, densities=(0.1, 0.03, 0.01)),
-)
-
-
-def tiny_settings() -> Settings:
-    """Every kind of point on a small synthetic task: seconds, for the test suite."""
-    spec = bl.MLPSpec(hidden=[32, 16])
-    base = Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", spec, 1, 1, 1, dense_lrs=(0.1,))
-    data = ("data.dataset=synthetic", "data.shape=[1,28,28]", "data.train_size=256", "data.test_size=128",
-            "data.batch_size=64")
-    return Settings(bases=(base,), methods=("edge-popup",), densities=(0.5, 0.1), small_epochs=1, threads=1,
-                    data=data, extra=("model.hidden=[32,16]",), max_steps=4, latency_s=0.01)
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -192,13 +140,15 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
     from popcli.export import export
     from popcli.search import search
 
-    key = f"{base.name}/{method}/artifact/{density:g}"
+    s = ctx.settings
+    # a series per (method, init): the default init's key is the method alone
+    series = ", ".join([method] + ([s.init] if s.init != DEFAULT_INIT else []) + list(s.series_sets))
+    key = f"{base.name}/{series}/artifact/{density:g}"
     if key in ctx.done:
         return
-    s = ctx.settings
     sets = [f"search.method={method}", f"search.density={density:g}", f"model.init={s.init}",
             f"search.epochs={base.search_epochs}", f"search.threads={s.threads}", *METHOD_SETS.get(method, ()),
-            *s.data, *s.extra] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
+            *s.data, *s.extra, *s.series_sets] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
     run_dir, art = ctx.work / "popcli" / key.replace("/", "_"), ctx.work / "popcli" / (key.replace("/", "_") + ".safetensors")
     start = time.perf_counter()
     summary = search(recipes.load(ROOT / base.recipe, sets), run_dir, force=True)
@@ -206,10 +156,10 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
     graph, removed = to_graph(popcli.load(art), base)
     row = measure(ctx, base, graph)
     sets_text = " ".join(f"--set {x}" for x in sets)
-    emit(ctx, {**row, "key": key, "base": base.name, "method": method, "storage": f"artifact ({report['mask_codec']})",
+    emit(ctx, {**row, "key": key, "base": base.name, "method": series, "storage": f"artifact ({report['mask_codec']})",
                "density": density, "kept_weights": report["kept_weights"], "file_bytes": art.stat().st_size,
                "dead_units_removed": removed, "epochs": summary["epochs"],
-               "wall_s": time.perf_counter() - start, "notes": f"search test_acc {summary['test_acc']:.4f}",
+               "wall_s": time.perf_counter() - start, "notes": f"init {summary['init']}; search test_acc {summary['test_acc']:.4f}",
                "command": f"popcli search {base.recipe} {sets_text} --out RUN && popcli export RUN -o a.safetensors "
                           f"--onnx a.onnx --prune-dead-units"})
 
@@ -372,11 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=None, help="results (default docs/figures/frontier.csv; tiny: WORK/frontier.csv)")
     parser.add_argument("--methods", default=None, help="popcli methods, comma-separated (default edge-popup,biprop,signed-supermask,supermask)")
     parser.add_argument("--densities", default=None, help="kept fractions, comma-separated (default 0.5,...,0.01)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every search, dense and small network (fine-tuning: epochs / 2.5 per step)")
+    parser.add_argument("--init", default=None, help="weight init of the popcli points (a new series when not the default)")
     parser.add_argument("--bases", default=None, help="lenet,quickstart (default both)")
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra recipe override for popcli points")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="recipe override for the popcli points (a new series, e.g. model.width=0.5)")
     parser.add_argument("--report", action="store_true", help="only write the figure and print the table")
+    parser.add_argument("--matrix", action="store_true", help="print one row per series, one column per kept fraction")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
     args = parser.parse_args(argv)
     settings = tiny_settings() if args.tiny else Settings(bases=FULL_BASES)
@@ -386,9 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, densities=tuple(float(d) for d in args.densities.split(",") if d.strip()))
     if args.bases:
         settings = replace(settings, bases=tuple(b for b in settings.bases if b.name in args.bases.split(",")))
+    if args.init:
+        settings = replace(settings, init=args.init)
+    if args.epochs:
+        bases = tuple(replace(b, search_epochs=args.epochs, dense_epochs=args.epochs, finetune_epochs=max(1, args.epochs // 2.5))
+                      for b in settings.bases)
+        settings = replace(settings, bases=bases, small_epochs=args.epochs)
     if args.threads:
         settings = replace(settings, threads=args.threads)
-    settings = replace(settings, extra=settings.extra + tuple(args.extra))
+    settings = replace(settings, series_sets=tuple(args.extra))
     args.work.mkdir(parents=True, exist_ok=True)
     csv_path = args.csv or (args.work / "frontier.csv" if args.tiny else ROOT / "docs" / "figures" / "frontier.csv")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"frontier: {len(ctx.rows)} rows in {csv_path} ({time.perf_counter() - started:.0f} s this run)", flush=True)
     figure = args.figure or csv_path.with_suffix(".png")
     frontier_report.figure(ctx.rows, figure)
-    print(frontier_report.table(ctx.rows))
+    print(frontier_report.matrix(ctx.rows) if args.matrix else frontier_report.table(ctx.rows))
     print(frontier_report.headline(ctx.rows))
     return 0
 

@@ -31,4 +31,21 @@ def save(model, path, **kwargs):
     return _save(model, path, **kwargs)
 
 
-__all__ = ["PopcliError", "__version__", "load", "save"]
+def subnetify(module, density, **kwargs):
+    """Conv2d/Linear -> subnet layers at ``density`` (see ``popcli.nn.subnetify`` for the arguments)."""
+    from .nn import subnetify as _subnetify
+
+    return _subnetify(module, density, **kwargs)
+
+
+def __getattr__(name: str):
+    """``popcli.search``: the search module, which is callable (``popcli.search(model_or_recipe, train, test, ...)``,
+    see ``popcli.user_search.search_api``); imported on first use so that ``import popcli`` stays light."""
+    if name == "search":
+        import importlib
+
+        return importlib.import_module(".search", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PopcliError", "__version__", "load", "save", "search", "subnetify"]

@@ -259,12 +259,9 @@ def read(path: str | Path) -> Artifact:
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
-    from .multimask import select
-
-    default = select(art, None)  # a multi-mask file's own tensors: its first mask's
-    model = skeleton(default)
-    _check_structure(model, default)  # before anything the layer records size is allocated
-    _check_state(model, default)
+    model = skeleton(art)
+    _check_structure(model, art)  # before anything the layer records size is allocated
+    _check_state(model, art)  # (a multi-mask file's first mask: the others' tensors are under "mask.")
     return art
 
 
@@ -325,13 +322,18 @@ def regenerate(art: Artifact, record: LayerRecord, threads: int | None = None) -
 def skeleton(art: Artifact) -> nn.Module:
     """The artifact's architecture on the meta device: structure only, nothing allocated."""
     channels, size, classes = _data_info(art)
-    try:
+    try:  # a user's model: its package must be importable here (one line naming it otherwise)
         require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
                        if "model_source" in art.metadata else None)
+    except PopcliError as err:
+        raise ArtifactError(f"{art.path}: {err}") from None
+    try:
         with torch.device("meta"):  # every tensor is filled later from the seed and the file
             return build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
                                       num_classes=classes)
-    except (PopcliError, ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as err:
+    except PopcliError as err:  # already one line that names the fix
+        raise ArtifactError(f"{art.path}: cannot build its model: {err}") from None
+    except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as err:
         raise ArtifactError(f"{art.path}: cannot build its model: {str(err).splitlines()[0][:160]}") from None
 
 

@@ -20,6 +20,7 @@ from . import __version__, onnx_export
 from .bake import bake, count, prune_dead_units
 from .bench import CALIBRATION_IMAGES, accuracy, latency, real_inputs
 from .artifact import check_output
+from .errors import ArtifactError
 from .recipe import Recipe
 
 def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha256: str, pruned: bool) -> dict[str, str]:
@@ -64,16 +65,22 @@ def _int8(proto, path: Path, x_train: torch.Tensor, x_test: torch.Tensor, y_test
 
 def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any], path: str | Path, *,
                 source: str, source_sha256: str, prune: bool = False, int8: bool = False,
-                data_dir: str | None = None, samples: int = 1000, force: bool = False) -> dict[str, Any]:
-    """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report."""
+                data_dir: str | None = None, samples: int = 1000, force: bool = False,
+                inputs: torch.Tensor | None = None) -> dict[str, Any]:
+    """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report.
+    ``inputs`` [N, C, H, W]: the images to check parity on instead of the recipe's test set (a
+    user's own data, ``data.dataset: user``); not with ``int8``, which calibrates on the recipe's."""
     path = Path(path)
     check_output(path, force, "--onnx")
     if int8:
         check_output(int8_path(path), force, "--onnx")
     shape = tuple(int(d) for d in data_info["shape"])
+    if inputs is not None and int8:
+        raise ArtifactError("int8 calibrates on the recipe's dataset; export int8 without inputs=")
     # parity on the first ``samples`` test images; int8's accuracy on the whole test set
-    x_test, y_test, x_train = real_inputs(recipe, data_dir, test=10**9 if int8 else samples,
-                                          train=CALIBRATION_IMAGES if int8 else 0)
+    x_test, y_test, x_train = ((inputs, None, None) if inputs is not None else
+                               real_inputs(recipe, data_dir, test=10**9 if int8 else samples,
+                                           train=CALIBRATION_IMAGES if int8 else 0))
     model = model.eval()
     baked = bake(model)
     before = count(baked, shape)

@@ -81,10 +81,12 @@ def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[tor
 
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
-           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None) -> dict[str, Any]:
+           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
+           inputs: torch.Tensor | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
     checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
-    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask)."""
+    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
+    ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set."""
     from .deploy import export_onnx, file_sha256
 
     if masks:
@@ -133,7 +135,7 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     if onnx is not None:
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
                                      prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
-                                     force=force)
+                                     force=force, inputs=inputs)
     return report
 
 

@@ -7,7 +7,10 @@ runs one meta forward at the training batch size to see every layer's output, an
     weights, scores, buffers      4 bytes each
     trainable ones (scores)       + 4 (gradient) + 4 (SGD momentum) or 8 (Adam moments)
     masked layers                 + 8 per weight (the mask and w * mask kept for the backward)
-    activations (training)        batch x sum of every layer's output x 4 bytes x 2 (kept + gradient)
+    activations (training)        batch x sum of the layers' outputs (in-place ones not) x 4 bytes
+                                  (what autograd keeps for the backward; 2 bytes under CUDA AMP)
+    activations (evaluation)      eval batch x the largest layer output x 2 (its input and output)
+                                  (the larger of the two counts)
 
 and refuses with the figures when that exceeds the memory available (CPU: MemAvailable +
 SwapFree; CUDA: the device's free memory). The same meta pass refuses batch norm layers that
@@ -74,15 +77,17 @@ def check_data(cfg: DataConfig) -> None:
                           "data.train_size or data.test_size")
 
 
-def _trace(model: nn.Module, batch: int, shape: tuple[int, ...]) -> tuple[int, list[tuple[str, int]]]:
-    """(sum of every leaf module's output elements, or 0 if the model cannot run on the meta
-    device; [(BN name, values per channel)] of the BN layers reached) of one meta forward at ``batch``."""
-    outputs, norms = [0], []
+def _trace(model: nn.Module, batch: int, shape: tuple[int, ...]) -> tuple[int, int, list[tuple[str, int]]]:
+    """(sum and largest of the leaf modules' output elements, both 0 if the model cannot run on
+    the meta device; [(BN name, values per channel)] of the BN layers reached) of one meta
+    forward at ``batch``."""
+    outputs, norms = [0, 0], []
     names = {module: name for name, module in model.named_modules()}
 
     def count(module, inputs, output):
-        if isinstance(output, torch.Tensor):
+        if isinstance(output, torch.Tensor) and not getattr(module, "inplace", False):  # in place: no new storage
             outputs[0] += output.numel()
+            outputs[1] = max(outputs[1], output.numel())
 
     def norm_input(module, inputs):  # before the forward: torch itself raises on one value per channel
         if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() >= 2:
@@ -95,11 +100,11 @@ def _trace(model: nn.Module, batch: int, shape: tuple[int, ...]) -> tuple[int, l
         with torch.no_grad():
             model.train()(torch.empty(batch, *shape, device="meta"))
     except Exception:  # noqa: BLE001  (an op without a meta kernel, or BN on one value: no activation figure)
-        outputs[0] = 0
+        outputs[:] = [0, 0]
     finally:
         for handle in handles:
             handle.remove()
-    return outputs[0], norms
+    return outputs[0], outputs[1], norms
 
 
 def _state_bytes(model: nn.Module, optimizer: str) -> int:
@@ -123,17 +128,21 @@ def check_model(recipe: Recipe, shape: tuple[int, int, int], num_classes: int, t
     with torch.device("meta"):
         model = build_architecture(recipe.model, recipe.search, in_channels=shape[0], image_size=input_size(shape),
                                    num_classes=num_classes)
-    outputs, norms = _trace(model, train_batch, shape)  # no trace: weights only
+    outputs, largest, norms = _trace(model, train_batch, shape)  # no trace: weights only
     single = [name for name, values in norms if values < 2]
     if single:
         raise RecipeError(f"batch norm layer {single[0]!r} would see one value per channel at a training batch of "
                           f"{train_batch}; raise data.batch_size (and data.train_size) to at least 2, or set "
                           "model.batchnorm=false")
-    state, acts = _state_bytes(model, recipe.search.optimizer), outputs * FLOAT_BYTES * 2
+    act_bytes = 2 if recipe.search.amp and torch.device(device).type == "cuda" else FLOAT_BYTES  # AMP: half
+    train_acts = outputs * act_bytes
+    eval_acts = 2 * largest // max(1, train_batch) * recipe.data.eval_batch_size * act_bytes  # two layers alive
+    state, acts = _state_bytes(model, recipe.search.optimizer), max(train_acts, eval_acts)
+    batch = f"training batch {train_batch}" if train_acts >= eval_acts else f"eval batch {recipe.data.eval_batch_size}"
     have = None if _skip() else available_bytes(device)
     if have is not None and state + acts > have:
         raise RecipeError(f"this model needs about {human(state + acts)} of memory to train ({human(state)} of weights, "
-                          f"scores and optimizer state + {human(acts)} of activations at batch size {train_batch}) but "
+                          f"scores and optimizer state + {human(acts)} of activations at {batch}) but "
                           f"{human(have)} is available on {torch.device(device).type}; lower model.width, model.hidden, "
                           "data.batch_size or the input size (or set POPCLI_SKIP_MEMORY_CHECK=1)")
     return {"state_bytes": state, "activation_bytes": acts}

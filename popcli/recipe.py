@@ -36,7 +36,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | cifar100 | imagenet | synthetic
+    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | cifar100 | imagenet | imagefolder | synthetic
     data_dir: str | None = None  # else $POPCLI_DATA, the user cache, system dataset folders
     download: bool = False  # let torchvision download when nothing is found locally
     batch_size: int = 128
@@ -44,7 +44,10 @@ class DataConfig:
     val_fraction: float = 0.0  # held out from train for model selection ("best" checkpoint)
     augment: bool | None = None  # None: the dataset's standard (CIFAR crop+flip, none for MNISTs)
     workers: int = 4  # loader processes for on-disk datasets (imagenet)
-    image_size: int = 224  # imagenet crop size
+    image_size: int = 224  # imagenet crop size; imagefolder: images resized + center-cropped to this
+    mean: list[float] | None = None  # imagefolder: per-channel mean; None: computed from the train split
+    std: list[float] | None = None  # imagefolder: per-channel std; None: computed from the train split
+    test_fraction: float = 0.2  # imagefolder without train/ + val/: the share of each class held out as test
     shape: list[int] = field(default_factory=lambda: [3, 32, 32])  # synthetic only: [C, H, W]
     num_classes: int = 10  # synthetic only
     train_size: int = 2048  # synthetic only
@@ -100,6 +103,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "data.batch_size": (1, 1 << 20),
     "data.eval_batch_size": (1, 1 << 20),
     "data.val_fraction": (0.0, 0.9),
+    "data.test_fraction": (0.01, 0.9),
     "data.workers": (0, 256),
     "data.image_size": (8, 4096),
     "data.num_classes": (2, 100000),

@@ -21,7 +21,9 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -221,7 +223,8 @@ def _save(job: Job, prog: Progress) -> None:
         "scaler": job.scaler.state_dict() if job.scaler is not None else {},
         "progress": {k: v for k, v in vars(prog).items() if k != "step_times"},
         "recipe": job.recipe.to_dict(),
-        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes},
+        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes,
+                      **job.splits.info.preprocessing()},  # + mean, std, class_names (what the artifact records)
         "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
         "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
         "popcli_version": __version__,
@@ -270,17 +273,21 @@ def _restore(job: Job, prog: Progress) -> None:
 # --------------------------------------------------------------------------- the job
 
 
-def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool]) -> Job:
+def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool],
+               user_model: torch.nn.Module | None = None, user_data: Callable[[torch.device], Splits] | None = None) -> Job:
+    """The job of ``recipe``; ``user_model`` / ``user_data(device)`` replace the recipe's (``popcli.user_search``)."""
     cfg = recipe.search
     dist, device = distributed.setup(cfg.device)
     runtime = make_runtime(device, cfg.amp, cfg.threads)
     memory.check_data(recipe.data)
-    splits = load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
+    splits = user_data(runtime.device) if user_data else load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
     shape = tuple(splits.info.shape)
-    memory.check_model(recipe, shape, splits.info.num_classes, min(recipe.data.batch_size, splits.train.num_samples),
-                       runtime.device)
-    model = build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
-                        num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    if user_model is None:
+        memory.check_model(recipe, shape, splits.info.num_classes, min(recipe.data.batch_size, splits.train.num_samples),
+                           runtime.device)
+    model = (user_model if user_model is not None else
+             build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
+                         num_classes=splits.info.num_classes, seed=recipe.seed)).to(runtime.device)
     density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -337,8 +344,12 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
 
 
 def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-           on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
+           on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None,
+           user_model: torch.nn.Module | None = None,
+           user_data: Callable[[torch.device], Splits] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json).
+    ``user_model``/``user_data``: the caller's model and loaders instead of the recipe's (see
+    ``popcli.user_search``, which builds them and the recipe describing them)."""
     started = time.perf_counter()
     resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
     run_dir = Path(run_dir)
@@ -349,7 +360,8 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
         if main:
             ckpt.check_run_dir(run_dir, resume=resume, force=force)
         # everything that can fail on a bad recipe, data or model happens before the old run is replaced
-        job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+        job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False),
+                         user_model, user_data)
         if main:
             job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
             ckpt.start_run_dir(run_dir, resume=resume, force=force)
@@ -415,3 +427,16 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
         ckpt.atomic_write_text(run_dir / "summary.json", jsonsafe.dumps(summary, indent=2) + "\n")
     job.on_event("done", summary)
     return summary
+
+
+class _CallableModule(types.ModuleType):
+    """This module is also ``popcli.search(...)``, the Python entry point (``user_search.search_api``):
+    a recipe, or your own subnetified model and Dataset/DataLoader."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from .user_search import search_api
+
+        return search_api(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

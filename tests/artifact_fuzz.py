@@ -8,8 +8,10 @@ missing and extra tensors). ``outcome`` runs ``popcli.load`` and ``inspect`` + i
 on one file and classifies it:
 
 - ``error``: a one-line PopcliError (the only acceptable refusal);
-- ``ok``: accepted, and the model is the one its metadata describes (the facts the metadata
-  states equal the original's, and the logits equal the original model's bit for bit);
+- ``ok``: accepted, and the model is the one its metadata describes: read independently
+  (``described``), its copies of each fact agree, its architecture builds the same structure,
+  its weight facts and input are the original's, and the logits equal the original model's
+  holding the file's stored tensors (statistics, dense weights), bit for bit;
 - ``wrong``: accepted, but another model than the metadata describes, or a multi-line error;
 - ``traceback``: any other exception.
 
@@ -53,6 +55,8 @@ ISSUE_EDITS: list[tuple[str, tuple, Any]] = [  # (metadata key, JSON path, new v
     ("layers", (0, "kept"), float("inf")), ("layers", (0, "shape"), [float("inf"), 784]),
     ("layers", (0, "shape"), [100000, 100000]), ("layers", (0, "name"), "[/x]"), ("metrics", ("test_acc",), "high"),
     ("metrics", ("test_acc",), float("nan")), ("metrics", ("steps",), -3),
+    ("method_state", ("alpha", 0), 0.5), ("method_state", ("alpha",), []), ("method_state", ("inverted", 0), 0),
+    ("method_state", ("sign_codec",), "rans"), ("method_state", ("inverted",), "DELETE"),
 ]
 DELETE = "DELETE"
 
@@ -198,7 +202,7 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         elif kind == "raw-meta":  # metadata values that are not strings at all
             made.append((kind, seal(name(), tensors, {**meta, rnd.choice(sorted(meta)): rnd.choice(HOSTILE_VALUES)})))
         elif kind == "json":
-            key = rnd.choice(["recipe", "recipe", "data", "layers", "metrics"])
+            key = rnd.choice(["recipe", "recipe", "data", "layers", "metrics", "method_state"])
             try:
                 parsed = json.loads(meta[key])
             except (KeyError, ValueError):
@@ -234,8 +238,9 @@ def _tensor_edit(rnd: random.Random, tensors: dict[str, np.ndarray]) -> dict[str
     elif choice == 4 and value.size:
         changed = value.copy()
         flat = changed.reshape(-1)
-        flat[rnd.randrange(flat.size)] = rnd.choice([0, 1, 255]) if value.dtype == np.uint8 else rnd.choice(
-            [np.nan, np.inf, -1e30, 0])
+        choices = [np.nan, np.inf, -1e30, 0] if value.dtype.kind == "f" else [0, 1, 255] if value.dtype == np.uint8 \
+            else [0, -1, 2**40]
+        flat[rnd.randrange(flat.size)] = rnd.choice(choices)
         tensors[key] = changed
     else:
         tensors[key] = value.reshape(1, *value.shape) if value.ndim else value.reshape(1)
@@ -377,7 +382,8 @@ def run(goods: list[Path], count: int, seed: int, out: Path) -> tuple[Counter, l
 
 
 def make_bases(out: Path) -> list[Path]:
-    """Three small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc."""
+    """Five small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc,
+    signed supermask (a second coded stream), biprop (per-layer alpha in the metadata)."""
     import popcli
     from popcli import recipe as recipes
     from popcli.models import build_model
@@ -387,6 +393,10 @@ def make_bases(out: Path) -> list[Path]:
         (["model.arch=conv2", "model.width=0.0625", "search.dense_last=true", "search.density=0.3"], [3, 8, 8], 3,
          "packbits"),
         (["model.arch=fc", "model.hidden=[8]", "search.method=dense", "seed=3"], [1, 4, 4], 2, "auto"),
+        (["model.arch=fc", "model.hidden=[16]", "model.batchnorm=false", "search.method=signed-supermask",
+          "search.density=0.3"], [1, 4, 4], 3, "auto"),
+        (["model.arch=fc", "model.hidden=[16]", "search.method=biprop", "search.density=0.3", "seed=11"], [1, 4, 4], 3,
+         "rans"),
     ]
     paths = []
     for i, (options, shape, classes, codec) in enumerate(cases):

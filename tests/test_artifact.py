@@ -221,7 +221,7 @@ def test_not_an_artifact(tmp_path):
 
 
 def test_newer_versions_say_upgrade(good, tmp_path):
-    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "3"}), "newer.*upgrade popcli")
+    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "4"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "g.safetensors", metadata={"generator_version": "9"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "h.safetensors", metadata={"generator": "mt19937"}), "unknown")
 

@@ -4,8 +4,6 @@ inspect` on a sample of them through the CLI: one line, a non-zero exit, no trac
 
 import os
 import random
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -17,7 +15,7 @@ from popcli.errors import PopcliError
 
 from artifact_fuzz import make_bases, mutants, run
 
-PER_BASE = 110  # x 3 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc)
+PER_BASE = 80  # x 5 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations
 
 
@@ -39,7 +37,7 @@ def test_cli_inspect_on_fuzzed_artifacts(tmp_path):
     bases = make_bases(tmp_path)
     rnd = random.Random(SEED)
     sample = [m for base_index, base in enumerate(bases)
-              for m in rnd.sample(mutants(base, rnd, 60, tmp_path, f"c{base_index}"), 12)]
+              for m in rnd.sample(mutants(base, rnd, 20, tmp_path, f"c{base_index}"), 6)]
     runner = CliRunner()
     refused = 0
     for kind, path in sample:
@@ -55,11 +53,7 @@ def test_cli_inspect_on_fuzzed_artifacts(tmp_path):
         else:
             assert result.exit_code in (0, 1) and "Traceback" not in result.stderr
     assert refused >= len(sample) // 2
-    # and twice as a real process, the way a user runs it
-    for kind, path in sample[:2]:
-        done = subprocess.run([sys.executable, "-m", "popcli", "inspect", str(path)], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode in (0, 1, 2) and "Traceback" not in done.stderr, done.stderr
+    # (tests/test_artifact_schema.py runs `python -m popcli inspect` as a real process too)
 
 
 @pytest.mark.slow

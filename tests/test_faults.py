@@ -306,3 +306,19 @@ def test_two_concurrent_exports_to_one_destination_exactly_one_wins(tmp_path, re
     from popcli import load
 
     load(out)  # the winner's file is whole
+
+
+def test_out_of_inodes_is_one_line(tmp_path):
+    mount = tmp_path / "inodes"
+    if not _mount_tmpfs(mount, "4m,nr_inodes=4"):
+        pytest.skip("needs root and mount to make a small tmpfs")
+    try:
+        for i in range(8):  # use up the inodes
+            try:
+                (mount / f"f{i}").touch()
+            except OSError:
+                break
+        one_line_error(*cli("search", "--out", mount / "run", "--quiet"), "no space left")
+        assert not (mount / "run").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])

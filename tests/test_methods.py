@@ -73,6 +73,7 @@ def test_biprop_forward_and_gradient_by_hand():
     alpha = (0.5 + 2.0 + 1.5) / 3  # mean |w| over the kept weights
     w_eff = torch.tensor([[alpha, -alpha, 0.0], [-alpha, 0.0, 0.0]], dtype=torch.float32)
     assert torch.equal(layer.effective_weight().detach(), w_eff)
+    assert torch.equal(layer.to_linear().weight.detach(), w_eff)  # the converter bakes the same product
     assert torch.allclose(out, x @ w_eff.T)
     out.sum().backward()
     grad_w_eff = torch.ones(2, 1) @ x  # d sum(x W^T) / dW = x for every row
@@ -86,6 +87,7 @@ def test_signed_supermask_forward_and_gradient_by_hand():
     out = layer(x)
     t = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])  # sign(s) on the top-3 |s|
     assert torch.equal(layer.effective_weight().detach(), layer.weight * t)
+    assert torch.equal(layer.to_linear().weight.detach(), layer.weight.detach() * t)
     assert torch.allclose(out, x @ (layer.weight * t).T)
     out.sum().backward()
     assert torch.allclose(layer.scores.grad, (torch.ones(2, 1) @ x) * layer.weight, rtol=0, atol=1e-7)  # no sign(s)

@@ -10,8 +10,8 @@ Three ways a user's model reaches popcli (``model.arch``):
   artifact records the module, and loading imports it (which registers the name again).
 
 A user callable receives the keyword arguments of the builder contract (``registry``) that its
-signature accepts (all of them if it takes ``**kwargs``). If it takes ``conv_layer`` or
-``linear_layer`` it follows the contract and builds subnet layers itself; otherwise it is a
+signature accepts (all of them if it takes ``**kwargs``). If it names ``conv_layer`` or
+``linear_layer`` as parameters it follows the contract and builds subnet layers itself; otherwise it is a
 plain torch constructor: it is called on the meta device (it allocates nothing and draws no
 random numbers) and ``subnetify`` converts its Conv2d/Linear (biases dropped, batch norms
 non-affine) onto the caller's device. ``source_record(arch)`` is what an artifact stores
@@ -49,6 +49,8 @@ class _Unimportable(Exception):
 def _resolve(target: str) -> Any:
     """The object ``module:attr.path`` names, or _Unimportable with a short reason."""
     module_name, _, attr = target.partition(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:  # an artifact must not make popcli run stdlib code
+        raise _Unimportable(f"{module_name!r} is a standard-library module, not model code")
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -113,13 +115,21 @@ def _call_kwargs(fn: Callable, contract: dict[str, Any], label: str) -> dict[str
     return {k: v for k, v in contract.items() if k in params}
 
 
+def _named_parameters(fn: Callable) -> set[str]:
+    try:
+        return {name for name, p in inspect.signature(fn).parameters.items()
+                if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    except (TypeError, ValueError):
+        return set()
+
+
 def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
     """A registry-contract builder around the user callable ``fn`` (see the module docstring)."""
     from ..nn import SubnetMixin, subnetify
 
     def build(**contract: Any) -> nn.Module:
         kwargs = _call_kwargs(fn, contract, label)
-        follows_contract = "conv_layer" in kwargs or "linear_layer" in kwargs
+        follows_contract = bool({"conv_layer", "linear_layer"} & _named_parameters(fn))  # named, not via **kwargs
         device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
         try:
             if follows_contract:

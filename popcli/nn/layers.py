@@ -155,6 +155,13 @@ class SubnetMixin:
             return FusedStraightThroughMask.apply(self.weight, self.scores, self.density, self._tracker)
         return _StraightThroughMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
 
+    @torch.no_grad()
+    def _baked_weight(self) -> torch.Tensor:
+        """w * mask (a rule's own product for other methods), detached: what to_conv/to_linear hold."""
+        if self.rule is not None:
+            return self.rule.effective_weight(self).detach()
+        return torch.where(self.mask(), self.weight.detach(), 0.0)
+
     def extra_repr(self) -> str:  # shown by print(model)
         return f"{super().extra_repr()}, density={self.density}"
 
@@ -184,7 +191,7 @@ class SubnetConv2d(SubnetMixin, nn.Conv2d):
         """A plain Conv2d holding ``w * mask``: the found subnetwork, baked."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, self.groups, bias=False, padding_mode=self.padding_mode)
-        conv.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        conv.weight.data.copy_(self._baked_weight())
         return conv
 
 
@@ -207,7 +214,7 @@ class SubnetLinear(SubnetMixin, nn.Linear):
 
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=False)
-        linear.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        linear.weight.data.copy_(self._baked_weight())
         return linear
 
 
