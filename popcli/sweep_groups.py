@@ -92,7 +92,7 @@ def splitting(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     kept = list(order)
     for key in reversed(order):
         rest = [k for k in kept if k != key]
-        if rest and count(rest) == count(kept):
+        if count(rest) == count(kept):  # count([]) is 1: a lone line needs no key at all
             kept = rest
     return kept
 

@@ -72,3 +72,14 @@ def test_submitit_launcher(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
     with pytest.raises(UsageError, match="popcli\\[cluster\\]"):
         run_sweep(None, parse_grid(["search.density=0.4"]), tmp_path, overrides=BASE, launcher="submitit")
+
+
+def test_cli_sweep_exits_1_when_a_point_failed(tmp_path, no_data):
+    from typer.testing import CliRunner
+
+    from popcli import cli
+
+    args = ["sweep", *(a for o in BASE for a in ("--set", o)), "--grid", "data.dataset=mnist", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 1, result.stderr
+    assert "failed" in result.stderr and "mnist not found" in result.stderr and "rerun the sweep" in result.stderr
