@@ -16,11 +16,13 @@ from .errors import PopcliError  # noqa: E402
 
 
 
-def load(path, device="cpu"):
-    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``)."""
+def load(path, device="cpu", mode="infer", fold_bn=True):
+    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``):
+    ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
+    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit)."""
     from .artifact import load as _load
 
-    return _load(path, device)
+    return _load(path, device, mode, fold_bn)
 
 
 def save(model, path, **kwargs):

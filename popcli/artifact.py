@@ -25,6 +25,7 @@ import torch.nn as nn
 from . import __version__, codecs, rng
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
+from .loaded import finish_load
 from .models import build_architecture, init_density, masked_layers
 from .recipe import Recipe, from_dict
 
@@ -387,13 +388,20 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load(path: str | Path, device: str | torch.device = "cpu", mode: str = "infer", fold_bn: bool = True) -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
 
-    Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
-    ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
-    device and torch version. To train further, resume the search's checkpoint instead.
+    ``mode="infer"`` (the default, for deployment): masked layers become plain frozen
+    Conv2d/Linear holding ``w * mask`` and, with ``fold_bn``, batch norms are folded into them
+    (``popcli.bake``'s fold), so a forward costs what the baked dense model's does; logits equal
+    the searched model's bit for bit with ``fold_bn=False`` (or no batch norm), to float32
+    rounding otherwise. ``mode="search"``: subnet layers whose trainable scores select exactly
+    the stored mask (``layer.mask()``; see ``loaded.finish_load``), to continue a search or
+    inspect masks; logits bit for bit. (Bit for bit: on the same device and torch version.)
     """
+    if mode not in ("infer", "search"):
+        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
+                            f"layers with scores)")
     art = read(path)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
@@ -404,4 +412,4 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
     if left:
         raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return model.to(device).eval()
+    return finish_load(model, art, mode, fold_bn).to(device).eval()

@@ -149,7 +149,7 @@ def _open(path: Path) -> _Source:
     if artifact.is_safetensors(path):
         art = artifact.read(path)
         return _Source("artifact", art.recipe, tuple(int(d) for d in art.data_info["shape"]),
-                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"), artifact.load(path),
+                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"), artifact.load(path, mode="search"),
                        art.metadata["content_sha256"])
     try:
         meta = onnx_export.metadata_of(path)

@@ -106,7 +106,7 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
         if out is not None:
             raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
-        model, recipe, info, report = artifact.load(source), art.recipe, art.data_info, {"source": str(source)}
+        model, recipe, info, report = artifact.load(source, mode="search"), art.recipe, art.data_info, {"source": str(source)}
         source_sha = art.metadata["content_sha256"]
     else:
         ckpt = find_checkpoint(source)

@@ -131,6 +131,28 @@ def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None
     return converted
 
 
+def _baked(layer: SubnetMixin) -> nn.Conv2d | nn.Linear:
+    """A frozen plain layer holding exactly the bits the subnet layer multiplies in eval: w * mask."""
+    plain = _plain(layer, torch.device("meta")).to_empty(device=layer.weight.device)
+    with torch.no_grad():
+        was_training = layer.training
+        layer.eval()
+        plain.weight = nn.Parameter(layer._cached_weight().clone(), requires_grad=False)
+        layer.train(was_training)
+        if getattr(layer, "bias", None) is not None:
+            plain.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    return plain.train(was_training)
+
+
+def bake_subnets(module: nn.Module) -> nn.Module:
+    """SubnetConv2d/SubnetLinear -> frozen plain Conv2d/Linear holding ``w * mask`` (and the bias, if
+    any): the found subnetwork as ordinary layers, same logits bit for bit, dense speed. Batch
+    norms stay (``popcli.bake`` folds them, which changes the last bits). Converts in place and
+    returns the root (new when the root is a subnet layer)."""
+    return _replace(module, lambda name, m: _baked(m) if isinstance(m, SubnetMixin) else None,
+                    torch.get_default_device())
+
+
 def densify(module: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """SubnetConv2d/SubnetLinear -> plain bias-free Conv2d/Linear with a trainable copy of the raw
     (unmasked) weight: the dense-training baseline. (``to_conv``/``to_linear`` bake the mask

@@ -6,7 +6,10 @@ layer (see ``topk.topk_mask``). Backward is straight-through on the ranked quant
 code applies its estimator to ``scores.abs()``; without the sign, negative scores train the
 wrong way). ``w`` gets no gradient.
 The mask is recomputed every training forward (scores move) and cached in eval mode until the
-scores change. Training on the CPU runs the same function in fused passes (``fused``), bit for
+scores change. The effective weight itself is cached too wherever nothing can train it (a fixed
+mask, or eval mode with no gradient to the scores): computed once when the weight, scores, mask
+or density change and dropped on ``.train()``/``.eval()``, so an eval forward is a plain
+conv/linear. Training on the CPU runs the same function in fused passes (``fused``), bit for
 bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
 Biases are not supported: edge-popup masks weights only, and the paper's models have none.
 """
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 
 from . import cpu_kernels
 from .fused import FusedStraightThroughMask
-from .topk import ThresholdTracker, topk_mask
+from .topk import ThresholdTracker, kept_count, topk_mask
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -82,7 +85,12 @@ class SubnetMixin:
         self._tracker = ThresholdTracker()  # last training threshold: brackets the next selection
         self.sampled = False  # supermask mode (see the class docstring)
         self.mask_sample: torch.Tensor | None = None  # supermask: this step's Bernoulli draw
+        self._weight_cache: tuple | None = None  # (key, w * mask, mask_override): see effective_weight
         nn.init.zeros_(self.scores)
+
+    def train(self, mode: bool = True):
+        self._weight_cache = None  # a cached effective weight is only for what follows; modes start afresh
+        return super().train(mode)
 
     def reset_parameters(self) -> None:
         """Called by the torch constructor: zero weight, no global RNG. popcli's portable
@@ -97,6 +105,27 @@ class SubnetMixin:
         with torch.no_grad():
             self.scores.copy_(values)
 
+    def reset_scores_to_mask(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> bool:
+        """Trainable scores whose top-k is exactly ``mask`` (bool, the weight's shape), to continue a
+        search from a found subnetwork: U(-b, b) from ``generator`` (b = 1/sqrt(fan_in)), moved
+        outwards by 2b where kept, so every kept |s| (>= 2b) exceeds every dropped one (<= b).
+        ``density`` becomes the kept fraction. False (nothing changed) when no density keeps
+        exactly that many (an empty mask)."""
+        kept, n = int(mask.sum()), mask.numel()
+        if kept_count(n, kept / n) != kept:
+            return False
+        self.scores = nn.Parameter(torch.empty_like(self.weight))  # a fixed-mask layer holds an empty one
+        self.reset_scores(generator)
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            s = self.scores.detach()
+            self.scores.copy_(torch.where(mask.to(s.device), s + torch.where(s < 0, -2 * bound, 2 * bound), s))
+        self.scores.requires_grad_(True)
+        self.fixed_mask, self.density = None, kept / n
+        self._mask_cache.clear()
+        self._weight_cache = None
+        return True
+
     def fix_mask(self, mask: torch.Tensor, kept: int | None = None) -> None:
         """Freeze this layer to ``mask`` (bool, the weight's shape; ``kept``: its count of ones,
         if known): what a loaded artifact is. The scores are dropped (an artifact has none); the
@@ -107,6 +136,7 @@ class SubnetMixin:
         self.scores = nn.Parameter(torch.empty(0, device=self.weight.device), requires_grad=False)
         self.density = (int(mask.sum()) if kept is None else kept) / mask.numel()
         self._mask_cache.clear()
+        self._weight_cache = None
 
     def mask(self) -> torch.Tensor:
         """Boolean keep-mask of the weight's shape: the found subnetwork (cached in eval mode)."""
@@ -140,10 +170,30 @@ class SubnetMixin:
             self._mask_cache[dtype] = self._mask_cache[torch.bool].to(dtype)
         return self._mask_cache[dtype]
 
+    def _weight_key(self) -> tuple:
+        """What the effective weight depends on: weight and scores (storage, version), density, mask."""
+        w, s, fixed = self.weight, self.scores, self.fixed_mask
+        return (w.data_ptr(), w._version, w.dtype, w.device, s.data_ptr(), s._version, self.density,
+                id(self.mask_override), None if fixed is None else (id(fixed), fixed.data_ptr(), fixed._version))
+
+    def _cached_weight(self) -> torch.Tensor:
+        """w * mask computed once per ``_weight_key`` (no autograd graph; a normal tensor even
+        when first computed under inference_mode, so it also serves later grad-enabled calls)."""
+        key = self._weight_key()
+        cache = self._weight_cache
+        if cache is None or cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                value = self.weight * self._mask(self.weight.dtype)
+            cache = self._weight_cache = (key, value, self.mask_override)  # holding the override pins its id
+        return cache[1]
+
     @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
-        """w * mask, differentiable in the scores (straight-through)."""
-        if self.fixed_mask is not None:  # a loaded subnetwork: no scores to train
+        """w * mask, differentiable in the scores (straight-through); cached where nothing trains it."""
+        trains = torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad)
+        if not trains and (self.fixed_mask is not None or not self.training):
+            return self._cached_weight()  # a loaded subnetwork, or eval without gradients to train
+        if self.fixed_mask is not None:
             return self.weight * self._mask(self.weight.dtype)
         if self.training and self.sampled:
             return _SampledMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
