@@ -9,7 +9,7 @@
    architecture with plain layers), batch 1. Target <= 1.05.
 
 Every figure is the median over ``--rounds`` rounds of each model's p50 per-call latency
-(``popcli.bench.latency``: warm-up, >= 50 calls and 0.3 s per round), rounds alternating between
+(``popcli.bench.latency``: warm-up, >= 50 calls at batch 1, 10 at 64, and 0.3 s per round), rounds alternating between
 the models compared, under ``torch.no_grad()`` with ``--threads`` torch threads (default 1). The
 models have random weights and scores: speed does not depend on what was learned.
 
@@ -53,7 +53,8 @@ def _interleaved(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: in
     with torch.no_grad():
         for _ in range(rounds):
             for name, model in models.items():
-                per[name].append(latency(lambda: model(x), len(x), warmup_s=0.1, min_reps=50, min_s=0.3)["p50_ms"])
+                per[name].append(latency(lambda: model(x), len(x), warmup_s=0.1, min_reps=50 if len(x) == 1 else 10,
+                                         min_s=0.3)["p50_ms"])
     return {name: statistics.median(values) for name, values in per.items()}
 
 

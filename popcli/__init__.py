@@ -26,10 +26,25 @@ def load(path, device="cpu", mode="infer", fold_bn=True):
 
 
 def save(model, path, **kwargs):
-    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments)."""
+    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments);
+    a model from ``create_model``/``subnetify`` needs no recipe."""
     from .artifact import save as _save
 
     return _save(model, path, **kwargs)
 
 
-__all__ = ["PopcliError", "__version__", "load", "save"]
+def create_model(arch, **kwargs):
+    """A registered architecture ready to search, describing itself (see ``popcli.library.create_model``)."""
+    from .library import create_model as _create
+
+    return _create(arch, **kwargs)
+
+
+def subnetify(module, density=0.5, **kwargs):
+    """Any torch module -> subnet layers with portable weights (see ``popcli.library.subnetify``)."""
+    from .library import subnetify as _subnetify
+
+    return _subnetify(module, density, **kwargs)
+
+
+__all__ = ["PopcliError", "__version__", "create_model", "load", "save", "subnetify"]

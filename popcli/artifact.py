@@ -25,7 +25,7 @@ import torch.nn as nn
 from . import __version__, codecs, rng
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
-from .loaded import finish_load
+from .loaded import fill_frozen, finish_load, frozen_records
 from .models import build_architecture, init_density, masked_layers
 from .recipe import Recipe, from_dict
 
@@ -95,9 +95,10 @@ def content_sha256(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> 
 # --------------------------------------------------------------------------- writing
 
 
-def _state_tensors(model: nn.Module) -> dict[str, np.ndarray]:
-    """Everything in the state dict a seed cannot regenerate: not masked weights, not scores."""
+def _state_tensors(model: nn.Module, frozen: list[str] = ()) -> dict[str, np.ndarray]:
+    """Everything in the state dict a seed cannot regenerate: not masked weights, not scores, not ``frozen``."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    skip.update(frozen)
     return {STATE + key: value.detach().cpu().contiguous().numpy()
             for key, value in model.state_dict().items() if key not in skip}
 
@@ -127,23 +128,32 @@ def check_output(path: Path, force: bool, option: str) -> None:
         raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
-def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
+def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, data_info: dict[str, Any] | None = None,
          metrics: dict[str, Any] | None = None, codec: str = "auto", force: bool = False,
          checkpoint_bytes: int | None = None) -> Artifact:
     """Write ``model`` (built by popcli from ``recipe``) as an artifact at ``path``, atomically.
 
     ``data_info`` = {"shape": [C, H, W], "num_classes": K}; ``codec``: auto, packbits or rans.
+    Without them, the model's own description (``popcli.create_model``/``subnetify``) is used;
+    either way the recipe must build the model's layers (``library.description``).
     An existing file is kept unless ``force``. Returns the artifact as written (read back).
     """
+    from .library import description
     from .models import refresh_global_masks
 
+    try:
+        recipe, data_info = description(model, recipe, data_info)
+    except PopcliError as err:
+        raise ArtifactError(str(err)) from None
     path = Path(path)
     check_output(path, force, "-o")
     model = model.eval()
     refresh_global_masks(model)
     records, bits = _masked_records(model, recipe)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
-    tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    frozen = frozen_records(model, recipe)  # regenerated from the seed at load: not stored
+    state = _state_tensors(model, [r["name"] for r in frozen])
+    tensors = {MASKS: data, **state} if records else state
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
@@ -159,6 +169,8 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    if frozen:
+        metadata["frozen"] = json.dumps(frozen, separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save_file
 
@@ -375,6 +387,7 @@ def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
 def _fill_state(model: nn.Module, art: Artifact) -> None:
     """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    skip.update(fill_frozen(model, art))  # frozen biases / parameters: regenerated from the seed, checked
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
     stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}
     for key in sorted(set(wanted) ^ set(stored)):

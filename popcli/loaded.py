@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from . import rng
+from . import policy, rng
 from .bake import fold_batchnorm
+from .errors import ArtifactError
 from .models import masked_layers
 from .nn import bake_subnets
 
@@ -48,3 +49,41 @@ def finish_load(model: nn.Module, art, mode: str, fold_bn: bool = True) -> nn.Mo
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def frozen_records(model: nn.Module, recipe) -> list[dict]:
+    """[{name, shape, sha256}] of the model's frozen parameters (``policy``: regenerated, not stored)."""
+    tensors = dict(model.named_parameters())
+    return [{"name": name, "shape": list(tensors[name].shape), "sha256": rng.weight_sha256(tensors[name])}
+            for name in policy.frozen_names(model, recipe.model.biases, recipe.model.params)]
+
+
+def fill_frozen(model: nn.Module, art) -> list[str]:
+    """Regenerate the frozen parameters of a rebuilt model from the seed, each checked against the
+    file's ``frozen`` metadata (optional: absent means none); their names."""
+    recorded = {r.get("name"): r for r in _frozen_metadata(art)}
+    biases, params = art.recipe.model.biases, art.recipe.model.params
+    names = policy.frozen_names(model, biases, params)
+    if sorted(names) != sorted(recorded):
+        raise ArtifactError(f"{art.path}: the file's frozen parameters differ from the model's ({len(recorded)} vs "
+                            f"{len(names)}); was it written by another version of the architecture?")
+    if names:
+        policy.init_params(model, art.recipe.seed, biases, params, only_frozen=True)
+    tensors = dict(model.named_parameters())
+    for name in names:
+        if rng.weight_sha256(tensors[name]) != recorded[name].get("sha256"):
+            raise ArtifactError(f"{art.path}: frozen parameter {name!r} regenerated from the seed does not match the "
+                                f"stored checksum (corrupt artifact, or another generator)")
+    return names
+
+
+def _frozen_metadata(art) -> list[dict]:
+    import json
+
+    try:
+        value = json.loads(art.metadata.get("frozen", "[]"))
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{art.path}: metadata 'frozen' is not valid JSON (corrupt artifact)") from None
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise ArtifactError(f"{art.path}: metadata 'frozen' is malformed (corrupt artifact)")
+    return value

@@ -11,7 +11,9 @@ mask, or eval mode with no gradient to the scores): computed once when the weigh
 or density change and dropped on ``.train()``/``.eval()``, so an eval forward is a plain
 conv/linear. Training on the CPU runs the same function in fused passes (``fused``), bit for
 bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
-Biases are not supported: edge-popup masks weights only, and the paper's models have none.
+A layer may carry a bias (``bias=True``): edge-popup masks weights only, so a bias is added as
+it is; whether it trains, stays frozen or is dropped is the converter's policy (``subnetify``).
+The paper's models have none.
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ class SubnetMixin:
 
     def reset_parameters(self) -> None:
         """Called by the torch constructor: zero weight, no global RNG. popcli's portable
-        generator fills the weight afterwards (models.init_weights)."""
+        generator fills the weight (and a bias) afterwards (models.init_weights)."""
         nn.init.zeros_(self.weight)
+        if getattr(self, "bias", None) is not None:
+            nn.init.zeros_(self.bias)
 
     def reset_scores(self, generator: torch.Generator | None = None, center: float = 0.0) -> None:
         """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
@@ -209,52 +213,65 @@ class SubnetConv2d(SubnetMixin, nn.Conv2d):
     """Conv2d whose weight is frozen and masked by the top-k of a trainable score."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, density: float = 0.5, padding_mode: str = "zeros"):
+                 dilation=1, groups: int = 1, density: float = 0.5, padding_mode: str = "zeros", bias: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         bias=False, padding_mode=padding_mode)
+                         bias=bias, padding_mode=padding_mode)
         self._init_subnet(density)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), None)
+        return self._conv_forward(x, self.effective_weight(), self.bias)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, density: float) -> "SubnetConv2d":
-        """Same geometry as ``conv`` (bias dropped), weight copied when ``conv`` has real data."""
+    def from_conv(cls, conv: nn.Conv2d, density: float, bias: bool = False) -> "SubnetConv2d":
+        """Same geometry as ``conv`` (its bias kept only with ``bias``); weight and bias copied when
+        ``conv`` has real data."""
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, density, conv.padding_mode)
-        if conv.weight.device.type != "meta":
-            layer.weight.data.copy_(conv.weight.data)
+                    conv.dilation, conv.groups, density, conv.padding_mode, bias=bias and conv.bias is not None)
+        _copy_from(layer, conv)
         return layer
 
     def to_conv(self) -> nn.Conv2d:
         """A plain Conv2d holding ``w * mask``: the found subnetwork, baked."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, bias=False, padding_mode=self.padding_mode)
+                         self.dilation, self.groups, bias=self.bias is not None, padding_mode=self.padding_mode)
         conv.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        if self.bias is not None:
+            conv.bias.data.copy_(self.bias.detach())
         return conv
 
 
 class SubnetLinear(SubnetMixin, nn.Linear):
     """Linear whose weight is frozen and masked by the top-k of a trainable score."""
 
-    def __init__(self, in_features: int, out_features: int, density: float = 0.5):
-        super().__init__(in_features, out_features, bias=False)
+    def __init__(self, in_features: int, out_features: int, density: float = 0.5, bias: bool = False):
+        super().__init__(in_features, out_features, bias=bias)
         self._init_subnet(density)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight())
+        return F.linear(x, self.effective_weight(), self.bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, density: float) -> "SubnetLinear":
-        layer = cls(linear.in_features, linear.out_features, density)
-        if linear.weight.device.type != "meta":
-            layer.weight.data.copy_(linear.weight.data)
+    def from_linear(cls, linear: nn.Linear, density: float, bias: bool = False) -> "SubnetLinear":
+        layer = cls(linear.in_features, linear.out_features, density, bias=bias and linear.bias is not None)
+        _copy_from(layer, linear)
         return layer
 
     def to_linear(self) -> nn.Linear:
-        linear = nn.Linear(self.in_features, self.out_features, bias=False)
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         linear.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        if self.bias is not None:
+            linear.bias.data.copy_(self.bias.detach())
         return linear
+
+
+def _copy_from(layer: nn.Module, source: nn.Module) -> None:
+    """Copy ``source``'s weight (and bias, when both have one) into ``layer``, unless ``source`` is on meta."""
+    if source.weight.device.type == "meta":
+        return
+    with torch.no_grad():
+        layer.weight.copy_(source.weight)
+        if layer.bias is not None:
+            layer.bias.copy_(source.bias)
 
 
 def NonAffineBatchNorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
