@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__, codecs, rng
+from . import __version__, codecs, preprocess, rng
 from .checkpoint import atomic_write
 from .errors import ArtifactError, PopcliError
 from .loaded import fill_frozen, finish_load, frozen_records
@@ -171,6 +171,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, da
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
     if frozen:
         metadata["frozen"] = json.dumps(frozen, separators=(",", ":"))
+    metadata["preprocessing"] = json.dumps(preprocess.data_config(recipe, data_info), separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save_file
 

@@ -106,7 +106,8 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
         if out is not None:
             raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
-        model, recipe, info, report = artifact.load(source, mode="search"), art.recipe, art.data_info, {"source": str(source)}
+        model, recipe, report = artifact.load(source, mode="search"), art.recipe, {"source": str(source)}
+        info = model.popcli_description["data_info"]  # with the preprocessing the file records
         source_sha = art.metadata["content_sha256"]
     else:
         ckpt = find_checkpoint(source)

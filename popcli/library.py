@@ -25,13 +25,21 @@ from .recipe import Recipe, from_dict
 
 
 def _data_info(in_chans: int, image_size: int, num_classes: int, mean, std, class_names) -> dict[str, Any]:
-    info: dict[str, Any] = {"shape": [int(in_chans), int(image_size), int(image_size)], "num_classes": int(num_classes)}
+    info: dict[str, Any] = {"shape": [int(in_chans), int(image_size), int(image_size)], "num_classes": int(num_classes),
+                            "dataset": None}  # not trained on a popcli dataset: preprocessing is what is given here
     for key, value in (("mean", mean), ("std", std)):
         if value is not None:
             info[key] = [float(v) for v in value]
     if class_names is not None:
         info["class_names"] = [str(c) for c in class_names]
     return info
+
+
+def _own_data(in_chans: int, image_size: int, num_classes: int) -> dict[str, Any]:
+    """The recipe's data section of a model built outside a search: synthetic data of its shape
+    (what ``popcli export --onnx`` checks parity on when no real data is named)."""
+    return {"dataset": "synthetic", "shape": [int(in_chans), int(image_size), int(image_size)],
+            "num_classes": int(num_classes)}
 
 
 def create_model(arch: str, *, density: float = 0.5, num_classes: int = 10, in_chans: int = 3, image_size: int = 32,
@@ -47,7 +55,8 @@ def create_model(arch: str, *, density: float = 0.5, num_classes: int = 10, in_c
                                                 "batchnorm": batchnorm, "biases": biases, "norms": norms,
                                                 "params": params},
                         "search": {"method": method, "density": density, "global_topk": global_topk,
-                                   "dense_first": dense_first, "dense_last": dense_last}})
+                                   "dense_first": dense_first, "dense_last": dense_last},
+                        "data": _own_data(in_chans, image_size, num_classes)})
     model = build_model(recipe.model, recipe.search, in_channels=in_chans, image_size=image_size,
                         num_classes=num_classes, seed=seed)
     model.popcli_description = {"recipe": recipe,
@@ -82,11 +91,12 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
     if arch is not None:
         if input_shape is None or num_classes is None or len(input_shape) != 3:
             raise ModelError("subnetify(arch=...) also needs input_shape=[C, H, W] and num_classes to describe the model")
-        recipe = from_dict({"seed": seed, "model": {"arch": arch, "init": init, "biases": biases, "norms": norms,
-                                                    "params": params}, "search": {"density": density}})
         c, h, w = (int(d) for d in input_shape)
         if h != w:
             raise ModelError(f"input_shape {list(input_shape)}: popcli models take square images (H = W)")
+        recipe = from_dict({"seed": seed, "model": {"arch": arch, "init": init, "biases": biases, "norms": norms,
+                                                    "params": params}, "search": {"density": density},
+                            "data": _own_data(c, h, num_classes)})
         model.popcli_description = {"recipe": recipe,
                                     "data_info": _data_info(c, h, num_classes, mean, std, class_names)}
     return model.train()

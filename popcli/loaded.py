@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from . import policy, rng
+from . import policy, preprocess, rng
 from .bake import fold_batchnorm
 from .errors import ArtifactError
 from .models import masked_layers
@@ -38,7 +38,17 @@ def _fold(model: nn.Module) -> nn.Module:
 
 
 def finish_load(model: nn.Module, art, mode: str, fold_bn: bool = True) -> nn.Module:
-    """``model`` (rebuilt from ``art``, an ``artifact.Artifact``) as ``mode`` wants it; see the module docstring."""
+    """``model`` (rebuilt from ``art``, an ``artifact.Artifact``) as ``mode`` wants it; see the module
+    docstring. Either way it carries ``popcli_data_config`` (``preprocess``: mean, std, input shape,
+    classes) and ``popcli_description`` (so that ``popcli.save(model, path)`` can write it again)."""
+    model = _finish(model, art, mode, fold_bn)
+    model.popcli_data_config = preprocess.from_artifact(art)
+    info = {**art.data_info, **{k: model.popcli_data_config[k] for k in ("mean", "std", "class_names", "dataset")}}
+    model.popcli_description = {"recipe": art.recipe, "data_info": info}
+    return model
+
+
+def _finish(model: nn.Module, art, mode: str, fold_bn: bool) -> nn.Module:
     if mode == "search":
         for name, layer in masked_layers(model):
             layer.reset_scores_to_mask(layer.fixed_mask, rng.torch_generator(art.recipe.seed, "scores", name))

@@ -20,7 +20,7 @@ def one_thread():
 
 
 FAMILIES = [  # (arch, create_model options): every policy value appears somewhere
-    pytest.param("tv_resnet18", {}, id="resnet"),
+    pytest.param("tv_resnet18", {}, id="resnet", marks=pytest.mark.slow),
     pytest.param("tv_mobilenet_v3_small", {"biases": "frozen"}, id="mobilenetv3"),
     pytest.param("tv_efficientnet_b0", {"biases": "train"}, id="efficientnet", marks=pytest.mark.slow),
     pytest.param("tv_convnext_tiny", {"biases": "train", "norms": "train"}, id="convnext", marks=pytest.mark.slow),

@@ -44,11 +44,16 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
                          f"(wide_resnet50_2 is the wide variant)")
     import torchvision  # here, not at import: fc/convN models and artifacts of them need no torchvision
 
-    with torch.device("meta"):
-        make = getattr(torchvision.models, name)
-        weights = {} if isinstance(make, type) else {"weights": None}  # a class (VisionTransformer) takes no weights=
-        model = make(**weights, num_classes=num_classes, **kwargs)
-        if in_channels != 3:
+    make = getattr(torchvision.models, name)
+    weights = {} if isinstance(make, type) else {"weights": None}  # a class (VisionTransformer) takes no weights=
+    try:
+        with torch.device("meta"):
+            model = make(**weights, num_classes=num_classes, **kwargs)
+    except NotImplementedError:  # a constructor that computes on tensors (RegNet's widths): build it for real,
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # its init's draws undone; popcli redraws all
+            model = make(**weights, num_classes=num_classes, **kwargs)
+    if in_channels != 3:
+        with torch.device("meta"):
             _with_in_channels(model, in_channels)
     device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
     norm = "nonaffine" if norms == "nonaffine" else "keep"

@@ -157,8 +157,8 @@ def _check_materialized(module: nn.Module) -> None:
             owner = module.get_submodule(owner_name)
             raise ModelError(
                 f"layer {owner_name or '<root>'} ({type(owner).__name__}) is still on the meta device: subnetify "
-                f"materializes only Conv2d, Linear and BatchNorm1d/2d (with norm='nonaffine'); build that layer "
-                f"on a real device or replace it before converting")
+                f"materializes parameters and norm statistics, not other buffers; build that layer on a real "
+                f"device or replace it before converting")
 
 
 def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None, norm: str = "nonaffine",
