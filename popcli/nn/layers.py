@@ -111,8 +111,9 @@ class SubnetMixin:
 
     def reset_scores_to_mask(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> bool:
         """Trainable scores whose top-k is exactly ``mask`` (bool, the weight's shape), to continue a
-        search from a found subnetwork: U(-b, b) from ``generator`` (b = 1/sqrt(fan_in)), moved
-        outwards by 2b where kept, so every kept |s| (>= 2b) exceeds every dropped one (<= b).
+        search from a found subnetwork: U(-b, b) from ``generator`` (b = 1/sqrt(fan_in)), and
+        |s| + 2b where kept, so every kept s (>= 2b) exceeds every dropped |s| (<= b): the same
+        mask by |s| (edge-popup) and by s (supermask's signed ranking).
         ``density`` becomes the kept fraction. False (nothing changed) when no density keeps
         exactly that many (an empty mask)."""
         kept, n = int(mask.sum()), mask.numel()
@@ -123,7 +124,7 @@ class SubnetMixin:
         with torch.no_grad():
             bound = 1.0 / math.sqrt(self.weight[0].numel())
             s = self.scores.detach()
-            self.scores.copy_(torch.where(mask.to(s.device), s + torch.where(s < 0, -2 * bound, 2 * bound), s))
+            self.scores.copy_(torch.where(mask.to(s.device), s.abs() + 2 * bound, s))
         self.scores.requires_grad_(True)
         self.fixed_mask, self.density = None, kept / n
         self._mask_cache.clear()
