@@ -7,12 +7,13 @@ FMNIST  = /usr/share/datasets/fashion-mnist
 
 .PHONY: demo test install data bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch/torchvision pinned to the releases on this machine's wheel store (a pip constraint caps them)
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# torch/torchvision pinned to the releases on this machine's wheel store (constraints.txt);
+	# the package itself only asks for torch>=2.3, so users with a newer torch can install it
+	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,13 +16,14 @@ from .errors import PopcliError  # noqa: E402
 
 
 
-def load(path, device="cpu", mode="infer", fold_bn=True):
+def load(path, device="cpu", mask=None, mode="infer", fold_bn=True):
     """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``):
     ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
-    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit)."""
+    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
+    ``mask`` names one of a multi-mask file's masks (None: its first)."""
     from .artifact import load as _load
 
-    return _load(path, device, mode, fold_bn)
+    return _load(path, device, mask, mode=mode, fold_bn=fold_bn)
 
 
 def save(model, path, **kwargs):
@@ -47,4 +48,14 @@ def subnetify(module, density=0.5, **kwargs):
     return _subnetify(module, density, **kwargs)
 
 
-__all__ = ["PopcliError", "__version__", "create_model", "load", "save", "subnetify"]
+def __getattr__(name: str):
+    """``popcli.search``: the search module, which is callable (``popcli.search(model_or_recipe, train, test, ...)``,
+    see ``popcli.user_search.search_api``); imported on first use so that ``import popcli`` stays light."""
+    if name == "search":
+        import importlib
+
+        return importlib.import_module(".search", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PopcliError", "__version__", "create_model", "load", "save", "search", "subnetify"]

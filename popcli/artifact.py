@@ -22,34 +22,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__, codecs, preprocess, rng
-from .checkpoint import atomic_write
-from .errors import ArtifactError, PopcliError
+from . import __version__, artifact_schema, codecs, preprocess, rng
+from .artifact_schema import LayerRecord, strict_json
+from .checkpoint import storage_error, write_atomic
+from .errors import ArtifactError, OutputExists, PopcliError
 from .loaded import fill_frozen, finish_load, frozen_records
+from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
-from .recipe import Recipe, from_dict
+from .models.external import require_source, source_record as model_source_record
+from .recipe import Recipe
 
 FORMAT_NAME = "popcli-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: true shapes of 0-d tensors in content_sha256, the recipe's seed as a string
+MULTI_MASK_VERSION = 3  # 2 + several named masks over one seed (popcli.multimask); written for multi-mask files only
+READABLE_VERSIONS = (1, 2, 3)
 MASKS, STATE = "masks", "state."
 _MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
-
-
-@dataclass(frozen=True)
-class LayerRecord:
-    """One masked layer as the metadata describes it."""
-
-    name: str
-    shape: tuple[int, ...]
-    kept: int  # weights kept (ones in the mask)
-    sha256: str  # of the regenerated float32 weight (little-endian, C order)
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "kept": self.kept, "sha256": self.sha256}
 
 
 @dataclass
@@ -82,10 +70,12 @@ def _canonical(metadata: dict[str, str]) -> bytes:
 
 
 def content_sha256(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> str:
-    """SHA-256 over every tensor (sorted by name: name, dtype, shape, bytes) and the metadata."""
+    """SHA-256 over every tensor (sorted by name: name, dtype, shape, bytes) and the metadata.
+    Format version 1 wrote the shape of a 0-d tensor as [1] (numpy's ascontiguousarray); 2 as []."""
+    legacy = metadata.get("format_version") == "1"
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.ascontiguousarray(tensors[name]) if legacy else np.asarray(tensors[name], order="C")
         digest.update(f"{name}\n{array.dtype.str}\n{list(array.shape)}\n".encode())
         digest.update(array.tobytes())
     digest.update(_canonical(metadata))
@@ -121,11 +111,18 @@ def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord]
 
 def check_output(path: Path, force: bool, option: str) -> None:
     """ArtifactError unless ``path`` can be written: its folder exists, and it does not (or ``force``).
-    ``option`` names the command-line option that chose it, for the message."""
-    if path.exists() and not force:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
-    if not path.parent.is_dir():
-        raise ArtifactError(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+    ``option`` names the command-line option that chose it, for the message. The final write is
+    exclusive without ``force`` (checkpoint.write_atomic), so a writer that appears meanwhile still loses."""
+    try:
+        is_dir, exists, folder_ok = path.is_dir(), path.exists(), path.parent.is_dir()
+    except OSError as err:  # a name too long for the filesystem, a symlink loop in the folders
+        raise storage_error(path, err) from None
+    if is_dir:
+        raise ArtifactError(f"{str(path)!r} is a folder; choose a file name for {option}")
+    if exists and not force:
+        raise OutputExists(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+    if not folder_ok:
+        raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, data_info: dict[str, Any] | None = None,
@@ -154,6 +151,8 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, da
     frozen = frozen_records(model, recipe)  # regenerated from the seed at load: not stored
     state = _state_tensors(model, [r["name"] for r in frozen])
     tensors = {MASKS: data, **state} if records else state
+    method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
+    tensors.update(method_tensors)
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "generator": rng.GENERATOR_NAME, "generator_version": str(rng.GENERATOR_VERSION),
@@ -163,20 +162,31 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, da
         "data": json.dumps({"shape": list(data_info["shape"]), "num_classes": int(data_info["num_classes"])},
                            separators=(",", ":")),
         "layers": json.dumps([r.to_json() for r in records], separators=(",", ":")),
-        "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
-        "metrics": json.dumps(metrics or {}, separators=(",", ":"), default=str),
-        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0],
+        "recipe": json.dumps({**recipe.to_dict(), "seed": str(recipe.seed)}, separators=(",", ":")),  # exact in JS
+        "metrics": _metrics_json(metrics or {}),
+        "popcli_version": __version__, "torch_version": torch.__version__.split("+")[0], **method_meta,
     }
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
+    source = model_source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)
+    if source is not None:
+        metadata["model_source"] = json.dumps(source, separators=(",", ":"))
     if frozen:
         metadata["frozen"] = json.dumps(frozen, separators=(",", ":"))
     metadata["preprocessing"] = json.dumps(preprocess.data_config(recipe, data_info), separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as safetensors_bytes
 
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata), exclusive=not force)
     return read(path)
+
+
+def _metrics_json(metrics: dict[str, Any]) -> str:
+    """Strict JSON (no NaN/Infinity: a diverged loss is null); values JSON cannot hold become strings."""
+    def finite(value: Any) -> Any:
+        return None if isinstance(value, float) and not np.isfinite(value) else value
+    return json.dumps({str(k): finite(v) for k, v in metrics.items()}, separators=(",", ":"), default=str,
+                      allow_nan=False)
 
 
 # --------------------------------------------------------------------------- reading
@@ -202,12 +212,17 @@ def _header(path: Path) -> tuple[dict[str, Any], int]:
             raise ArtifactError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
         length = int.from_bytes(head, "little")
         if length > min(_MAX_HEADER, size - 8):
+            from .sniff import not_an_artifact
+
+            foreign = not_an_artifact(path)
+            if foreign:
+                raise ArtifactError(foreign)
             raise ArtifactError(f"{path}: not a safetensors file, or truncated (header length {length} does not fit "
                                 f"in {size} bytes); re-export it")
         raw = f.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = strict_json(raw)  # duplicate keys would read differently here and in safetensors
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ArtifactError(f"{path}: the safetensors header is not valid JSON (corrupt file); re-export it") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{path}: the safetensors header is not a JSON object (corrupt file); re-export it")
@@ -218,12 +233,12 @@ def _check_versions(path: Path, meta: dict[str, str]) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no format={FORMAT_NAME} in "
                             f"its metadata); popcli loads files written by `popcli export`")
-    for key, name, supported in (("format_version", FORMAT_NAME, FORMAT_VERSION),
+    for key, name, supported in (("format_version", FORMAT_NAME, max(READABLE_VERSIONS)),
                                  ("generator_version", rng.GENERATOR_NAME, rng.GENERATOR_VERSION)):
-        try:
-            version = int(meta.get(key, ""))
-        except ValueError:
-            raise ArtifactError(f"{path}: {key} {meta.get(key)!r} is not a number (corrupt metadata)") from None
+        text = meta.get(key, "")
+        if not (text.isascii() and text.isdigit() and len(text) <= 9 and text == str(int(text))):  # canonical
+            raise ArtifactError(f"{path}: {key} {text[:40]!r} is not a number (corrupt metadata)")
+        version = int(text)
         if version > supported:
             raise ArtifactError(f"{path}: {name} version {version} is newer than this popcli's ({supported}); "
                                 f"upgrade popcli (pip install -U popcli)")
@@ -234,29 +249,10 @@ def _check_versions(path: Path, meta: dict[str, str]) -> None:
                             f"(it has {rng.GENERATOR_NAME}); upgrade popcli")
 
 
-def _json(path: Path, meta: dict[str, str], key: str) -> Any:
-    try:
-        return json.loads(meta[key])
-    except KeyError:
-        raise ArtifactError(f"{path}: metadata has no {key!r} (corrupt or incomplete artifact)") from None
-    except json.JSONDecodeError:
-        raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON (corrupt artifact)") from None
-
-
-def _records(path: Path, raw: Any) -> list[LayerRecord]:
-    try:
-        records = [LayerRecord(str(r["name"]), tuple(int(d) for d in r["shape"]), int(r["kept"]), str(r["sha256"]))
-                   for r in raw]
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactError(f"{path}: metadata 'layers' is malformed (corrupt artifact)") from None
-    for r in records:
-        if not 0 <= r.kept <= r.numel or min(r.shape, default=0) < 1:
-            raise ArtifactError(f"{path}: layer {r.name!r} keeps {r.kept} of shape {list(r.shape)} (corrupt artifact)")
-    return records
-
-
 def read(path: str | Path) -> Artifact:
-    """Open and validate an artifact: versions, content checksum, recipe, layer records. No model."""
+    """Open and validate an artifact: versions, content checksum, every metadata entry
+    (``artifact_schema``), the layer records against the architecture built on the meta device.
+    Nothing is allocated from what the metadata claims."""
     path = Path(path)
     header, size = _header(path)
     meta = header.get("__metadata__")
@@ -274,26 +270,36 @@ def read(path: str | Path) -> Artifact:
     if content_sha256(meta, tensors) != meta.get("content_sha256"):
         raise ArtifactError(f"{path}: content checksum mismatch: the file was modified or corrupted after export; "
                             f"re-export it")
+    header = artifact_schema.parse(path, meta, int(meta["format_version"]))
+    artifact_schema.check_tensors(path, tensors)
+    art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
+    model = skeleton(art)
+    _check_structure(model, art)  # before anything the layer records size is allocated
+    _check_state(model, art)  # (a multi-mask file's first mask: the others' tensors are under "mask.")
+    return art
+
+
+def _json(path: Path, meta: dict[str, str], key: str) -> Any:
     try:
-        recipe = from_dict(_json(path, meta, "recipe"))
-    except PopcliError as err:
-        raise ArtifactError(f"{path}: its recipe is invalid for this popcli ({err})") from None
-    return Artifact(path, meta, recipe, _json(path, meta, "data"), _records(path, _json(path, meta, "layers")),
-                    tensors, size)
+        return strict_json(meta[key])
+    except KeyError:
+        raise ArtifactError(f"{path}: metadata has no {key!r} (corrupt or incomplete artifact)") from None
+    except (ValueError, RecursionError):
+        raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON (corrupt artifact)") from None
 
 
 # --------------------------------------------------------------------------- reconstruction
 
 
 def _data_info(art: Artifact) -> tuple[int, int, int]:
-    """(in_channels, image_size, num_classes) from the metadata, checked."""
+    """(in_channels, image_size (H, or (H, W) when not square), num_classes) from the metadata, checked."""
     try:
         (channels, height, width), classes = (int(d) for d in art.data_info["shape"]), int(art.data_info["num_classes"])
     except (KeyError, TypeError, ValueError):
         raise ArtifactError(f"{art.path}: metadata 'data' is malformed (corrupt artifact)") from None
     if min(channels, height, width, classes) < 1:
         raise ArtifactError(f"{art.path}: metadata 'data' has a non-positive size (corrupt artifact)")
-    return channels, height, classes
+    return channels, (height if height == width else (height, width)), classes  # a builder's image_size
 
 
 def masks(art: Artifact) -> list[np.ndarray]:
@@ -301,8 +307,9 @@ def masks(art: Artifact) -> list[np.ndarray]:
     if not art.layers:
         return []
     data = art.tensors.get(MASKS)
-    if data is None:
-        raise ArtifactError(f"{art.path}: no {MASKS!r} tensor (corrupt artifact)")
+    if data is None or data.dtype != np.uint8 or data.ndim != 1:
+        found = "no" if data is None else f"a {data.dtype} {list(data.shape)}"
+        raise ArtifactError(f"{art.path}: {found} {MASKS!r} tensor, expected uint8 [bytes] (corrupt artifact)")
     sizes = [r.numel for r in art.layers]
     try:
         bits, ones = codecs.decode(data, sizes, [r.kept for r in art.layers], art.codec)
@@ -318,13 +325,30 @@ def masks(art: Artifact) -> list[np.ndarray]:
 def regenerate(art: Artifact, record: LayerRecord, threads: int | None = None) -> torch.Tensor:
     """The layer's random weight from the seed, verified against the stored SHA-256."""
     weight = rng.generate_weight(art.recipe.seed, record.name, record.shape, art.recipe.model.init,
-                                 float(art.metadata.get("init_density", init_density(art.recipe.search))),
-                                 threads=threads)
+                                 init_density(art.recipe.search), threads=threads)
     if rng.weight_sha256(weight) != record.sha256:
         raise ArtifactError(f"{art.path}: layer {record.name!r}: the weights regenerated from the seed do not match "
                             f"the stored checksum; this machine's generator differs from the one that wrote the file, "
                             f"please report it (torch {torch.__version__}, numpy {np.__version__})")
     return weight
+
+
+def skeleton(art: Artifact) -> nn.Module:
+    """The artifact's architecture on the meta device: structure only, nothing allocated."""
+    channels, size, classes = _data_info(art)
+    try:  # a user's model: its package must be importable here (one line naming it otherwise)
+        require_source(art.recipe.model.arch, _json(art.path, art.metadata, "model_source")
+                       if "model_source" in art.metadata else None)
+    except PopcliError as err:
+        raise ArtifactError(f"{art.path}: {err}") from None
+    try:
+        with torch.device("meta"):  # every tensor is filled later from the seed and the file
+            return build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
+                                      num_classes=classes)
+    except PopcliError as err:  # already one line that names the fix
+        raise ArtifactError(f"{art.path}: cannot build its model: {err}") from None
+    except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as err:
+        raise ArtifactError(f"{art.path}: cannot build its model: {str(err).splitlines()[0][:160]}") from None
 
 
 def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
@@ -336,6 +360,9 @@ def _check_structure(model: nn.Module, art: Artifact) -> list[nn.Module]:
                             f"from the file's ({len(found)} vs {len(art.layers)} layers); was it written by another "
                             f"version of the architecture?")
     extra = {k for k in art.tensors if not k.startswith(STATE)} - ({MASKS} if art.layers else set())
+    extra -= set(method_store.method_tensors())  # checked by method_store.restore
+    if art.metadata.get("format_version") == str(MULTI_MASK_VERSION):  # the other masks' own: popcli.multimask
+        extra = {k for k in extra if not k.startswith("mask.")}
     if extra:
         raise ArtifactError(f"{art.path}: unexpected tensor {sorted(extra)[0]!r} (corrupt artifact)")
     return [layer for _, layer in layers]
@@ -370,23 +397,24 @@ def verify(art: Artifact) -> list[str]:
 def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
     """The meta-built model with weights (seed) and masks (file) in its subnet layers; the
     workers decode and regenerate while this thread builds the structure."""
-    decoded, weights = _start(art, pool)
-    channels, size, classes = _data_info(art)
-    try:
-        with torch.device("meta"):  # structure only: every tensor is filled from the seed and the file
-            model = build_architecture(art.recipe.model, art.recipe.search, in_channels=channels, image_size=size,
-                                       num_classes=classes)
-    except PopcliError as err:
-        raise ArtifactError(f"{art.path}: cannot build its model: {err}") from None
+    model = skeleton(art)
     layers = _check_structure(model, art)
+    decoded, weights = _start(art, pool)
     for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
         layer.weight = nn.Parameter(weight.result(), requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
+    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.metadata)
     return model
 
 
 def _fill_state(model: nn.Module, art: Artifact) -> None:
     """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
+    stored = _check_state(model, art)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
+
+
+def _check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
+    """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes, dtypes."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
     skip.update(fill_frozen(model, art))  # frozen biases / parameters: regenerated from the seed, checked
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
@@ -399,11 +427,13 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
         if tuple(value.shape) != tuple(wanted[key].shape) or torch.from_numpy(value.reshape(-1)[:0]).dtype != wanted[key].dtype:
             raise ArtifactError(f"{art.path}: tensor {key!r} is {value.dtype} {list(value.shape)}, the model needs "
                                 f"{wanted[key].dtype} {list(wanted[key].shape)} (corrupt artifact)")
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
+    return stored
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", mode: str = "infer", fold_bn: bool = True) -> nn.Module:
-    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified.
+def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None, *, mode: str = "infer",
+         fold_bn: bool = True) -> nn.Module:
+    """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
+    ``mask``: which named mask of a multi-mask file (None: its first, popcli.multimask).
 
     ``mode="infer"`` (the default, for deployment): masked layers become plain frozen
     Conv2d/Linear holding ``w * mask`` and, with ``fold_bn``, batch norms are folded into them
@@ -416,7 +446,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", mode: str = "infe
     if mode not in ("infer", "search"):
         raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
                             f"layers with scores)")
-    art = read(path)
+    from .multimask import select
+
+    art = select(read(path), mask)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         model = _build_and_fill(art, pool)

@@ -36,8 +36,10 @@ class BakeError(PopcliError):
 
 
 def _plain(layer: SubnetMixin) -> nn.Module:
-    """A Conv2d/Linear holding w * mask: the product the subnet layer computes in eval mode."""
-    effective = (layer.weight * layer.mask().to(layer.weight.dtype)).detach()
+    """A Conv2d/Linear holding the effective weight the subnet layer computes in eval mode (w * mask
+    for edge-popup; a method's own product, e.g. biprop's alpha * sign(w) * mask)."""
+    with torch.no_grad():
+        effective = layer.effective_weight().detach()
     plain = layer.to_conv() if isinstance(layer, nn.Conv2d) else layer.to_linear()
     with torch.no_grad():
         plain.weight.copy_(effective)

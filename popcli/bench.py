@@ -28,7 +28,8 @@ import torch
 from . import artifact, onnx_export
 from .bake import bake
 from .data import load_data
-from .errors import PopcliError
+from .data.resolve import in_root
+from .errors import EXIT_USAGE, PopcliError
 from .nn import SubnetMixin
 from .recipe import Recipe, from_dict
 
@@ -39,7 +40,13 @@ NOTE = ("Unstructured sparsity does not make dense kernels faster: the masked mo
 
 
 class EvalError(PopcliError):
-    """A source, dataset or option popcli eval cannot use."""
+    """A source or dataset popcli eval cannot use (exit 1)."""
+
+
+class EvalOptionError(EvalError):
+    """An option popcli eval cannot use (exit 2, a usage error)."""
+
+    exit_code = EXIT_USAGE
 
 
 def machine() -> dict[str, Any]:
@@ -83,6 +90,10 @@ def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int =
     data.augment = False
     if data_dir:
         data.data_dir = data_dir
+    elif data.data_dir and data.dataset != "synthetic" and in_root(data.dataset, data.data_dir) is None:
+        # the folder the search read (stored in the artifact) no longer holds the data (moved, or
+        # another machine): it was the search's choice, not this command's, so search the usual places
+        data.data_dir = None
     splits = load_data(data, recipe.seed)
 
     def take(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +126,7 @@ def _batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise EvalError(f"--batch-sizes {text!r}: expected positive integers separated by commas, e.g. 1,64")
+        raise EvalOptionError(f"--batch-sizes {text!r}: expected positive integers separated by commas, e.g. 1,64")
     return sizes
 
 
@@ -143,14 +154,23 @@ class _Source:
     int8: bool = False  # an ONNX file written by --int8
 
 
-def _open(path: Path) -> _Source:
+def _open(path: Path, mask: str | None = None) -> _Source:
     if not path.is_file():
         raise EvalError(f"{str(path)!r} not found; pass an artifact (.safetensors) or an ONNX file from popcli export")
     if artifact.is_safetensors(path):
-        art = artifact.read(path)
+        from .multimask import select
+
+        art = select(artifact.read(path), mask)  # one named mask of a multi-mask file (None: its first)
         return _Source("artifact", art.recipe, tuple(int(d) for d in art.data_info["shape"]),
-                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"), artifact.load(path, mode="search"),
+                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"),
+                       artifact.load(path, mask=mask, mode="search"),
                        art.metadata["content_sha256"])
+    if mask is not None:
+        raise EvalError(f"--mask {mask!r} selects a mask of a multi-mask artifact; {path} is not an artifact")
+    from .sniff import foreign_kind, not_an_artifact
+
+    if foreign_kind(path) not in (None, "onnx"):  # a checkpoint or another torch file: say which
+        raise EvalError(f"{not_an_artifact(path)}; popcli eval takes an artifact or an ONNX file")
     try:
         meta = onnx_export.metadata_of(path)
     except Exception as err:  # onnx raises DecodeError and others for files that are not ONNX
@@ -195,29 +215,30 @@ def _check_options(sizes: str, limit: int | None, provider: str) -> list[int]:
     import onnxruntime
 
     if limit is not None and limit < 1:
-        raise EvalError(f"--limit {limit}: expected a positive number of test images")
+        raise EvalOptionError(f"--limit {limit}: expected a positive number of test images")
     if provider not in onnxruntime.get_available_providers():
-        raise EvalError(f"execution provider {provider!r} is not available; this onnxruntime has: "
+        raise EvalOptionError(f"execution provider {provider!r} is not available; this onnxruntime has: "
                         f"{', '.join(onnxruntime.get_available_providers())}")
     return _batch_sizes(sizes)
 
 
 def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | None = None, limit: int | None = None,
              batch_sizes: str = "1,64", threads: int | None = None, provider: str = "CPUExecutionProvider",
-             int8: bool = False, on_event: EventHandler | None = None) -> dict[str, Any]:
-    """Accuracy and latency report of an artifact or popcli ONNX file (see the module docstring)."""
+             int8: bool = False, on_event: EventHandler | None = None, mask: str | None = None) -> dict[str, Any]:
+    """Accuracy and latency report of an artifact or popcli ONNX file (see the module docstring);
+    ``mask``: one named mask of a multi-mask artifact (its own recipe, so its own data)."""
     on_event = on_event or (lambda kind, info: None)
     sizes = _check_options(batch_sizes, limit, provider)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    src = _open(Path(source))
+    src = _open(Path(source), mask)
     if int8 and src.kind != "artifact":
-        raise EvalError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")
+        raise EvalOptionError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")
     if dataset:
         src.recipe.data.dataset = dataset
     x, y, calibration = real_inputs(src.recipe, data_dir, test=limit or 10**9, train=CALIBRATION_IMAGES if int8 else 0)
     if tuple(x.shape[1:]) != src.shape:
-        raise EvalError(f"{source}: the model takes inputs {list(src.shape)} but {src.recipe.data.dataset} images are "
+        raise EvalOptionError(f"{source}: the model takes inputs {list(src.shape)} but {src.recipe.data.dataset} images are "
                         f"{list(x.shape[1:])}; evaluate it on the dataset it was searched on")
     report: dict[str, Any] = {"source": str(source), "kind": src.kind, "dataset": src.recipe.data.dataset,
                               "test_images": len(y), "search_acc": src.search_acc, "threads": threads,

@@ -16,12 +16,17 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, tables
-from .errors import PopcliError
+from . import __version__, cli_examples as examples, tables
+from . import jsonsafe
+from .errors import EXIT_INTERRUPT, Interrupted, PopcliError, RunError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+EXIT_CODES = ("Exit codes: 0 success; 1 the work failed (missing or corrupt data, artifact, checkpoint or file; "
+              "failed verification; diverged search); 2 usage error (bad option, recipe key or value; an output "
+              "that exists without --force); 130 interrupted (Ctrl-C).")
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
                   help="Find sparse subnetworks hidden in randomly weighted networks (edge-popup) and ship them.")
 err_console = Console(stderr=True)
 out_console = Console()
@@ -35,11 +40,11 @@ def _guard(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except PopcliError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPT) from None
 
     return wrapper
 
@@ -54,7 +59,7 @@ def _spinner(text: str, quiet: bool = False):
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.write(jsonsafe.dumps(data) + "\n")  # strict JSON: NaN / inf become null
 
 
 def _version_callback(value: bool) -> None:
@@ -100,22 +105,30 @@ class _StopFlag:
         return self.requested
 
 
+def _option_overrides(*, device: str | None = None, data_dir: str | None = None) -> list[str]:
+    """--device / --data-dir as the --set overrides they stand for."""
+    pairs = (("search.device", device), ("data.data_dir", data_dir))
+    return [f"{key}={json.dumps(value)}" for key, value in pairs if value]  # JSON quoting: a path stays a string
+
+
 def _default_run_dir(recipe) -> Path:
     r = recipe
-    return Path("runs") / f"{r.model.arch}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
 
 
-@app.command()
+@app.command(epilog=examples.SEARCH)
 @_guard
 def search(
     recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]",
-                                                 help="YAML recipe; omitted: the packaged Fashion-MNIST quick start."),
+                                                 help="YAML recipe or a packaged recipe's name (popcli recipes); omitted: the Fashion-MNIST quick start."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a recipe key, value parsed as YAML (repeatable), e.g. --set search.density=0.3"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<arch>-<dataset>-<method>-d<density>-s<seed>]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing run folder (replaces its run files)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (sets search.device)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder (sets data.data_dir; only it is searched)."),
+    show: bool = typer.Option(False, "--show-recipe", help="Print the resolved recipe (every key, type, range, default) and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -127,15 +140,26 @@ def search(
 
     keep_freed_memory()  # steadier, faster CPU steps; process-wide, so the CLI decides
 
-    if device:
-        overrides = [*overrides, f"search.device={device}"]
+    overrides = [*overrides, *_option_overrides(device=device, data_dir=data_dir)]
     if resume and recipe_path is None and out is not None:
+        if not (out / "recipe.yaml").is_file():
+            raise RunError(f"nothing to resume in {str(out)!r}: no run there (no recipe.yaml); start one with "
+                           f"popcli search --out {out}")
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
+    if show:
+        from .cli_catalog import show_recipe
+
+        return show_recipe(recipe, as_json)
     run_dir = out or _default_run_dir(recipe)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
-    with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
-        summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+    try:
+        with _StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
+            summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this moment; say what gets out
+        how = (f"resume from its last checkpoint: popcli search --resume --out {run_dir}" if (run_dir / "last.pt").is_file()
+               else "it had no checkpoint yet: run the same command again to start it")
+        raise Interrupted(f"aborted; {how}") from None
     if not main_rank:
         return
     if as_json:
@@ -144,80 +168,17 @@ def search(
         out_console.print(tables.summary_table(summary))
 
 
-# --------------------------------------------------------------------------- sweep / plot
-
-
-@app.command()
-@_guard
-def sweep(
-    recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]", help="YAML recipe; omitted: the quick start."),
-    grid: list[str] = typer.Option(..., "--grid", "-g", metavar="KEY=V1,V2",
-                                   help="Values of one recipe key (repeatable; the sweep runs the cross product)."),
-    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override for every point."),
-    out: Path = typer.Option(Path("sweeps/sweep"), "--out", "-o", help="Sweep folder (runs/, results.csv, figures)."),
-    plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the figures at the end (needs matplotlib)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-) -> None:
-    """Run a grid of searches (resumable: finished points are skipped), write results.csv and figures."""
-    from .plot import PlotError, draw
-    from .progress import SearchDisplay
-    from .runtime import keep_freed_memory
-    from .sweep import parse_grid, run_sweep
-
-    keep_freed_memory()
-    shown = not quiet and not as_json
-
-    def on_event(kind: str, info: dict[str, Any]) -> None:
-        if kind in ("point", "point_skipped") and shown:
-            state = "done already, skipped" if kind == "point_skipped" else "running"
-            err_console.print(f"[bold]point {info['index'] + 1}/{info['total']}[/bold] {' '.join(info['point'])}: {state}",
-                              highlight=False)
-        if kind == "start" and display.task is not None:  # a new search: a fresh bar
-            display.progress.remove_task(display.task)
-            display.task = None
-        display.handle(kind, info)
-
-    with _StopFlag() as stop, SearchDisplay(err_console, enabled=shown) as display:
-        report = run_sweep(recipe_path, parse_grid(grid), out, overrides=overrides, on_event=on_event, should_stop=stop)
-    if plot:
-        try:
-            report["figures"] = draw(report["results"], out)
-        except PlotError as err:
-            report["figures"], report["plot_error"] = [], str(err)
-    if as_json:
-        _print_json(report)
-        return
-    out_console.print(f"{report['ran']} run, {report['skipped']} skipped of {report['points']} points; "
-                      f"{report['rows']} runs in {report['results']}", highlight=False)
-    for figure in report.get("figures", []):
-        out_console.print(f"figure: {figure}", highlight=False)
-    if report.get("plot_error"):
-        err_console.print(f"[yellow]note:[/yellow] {report['plot_error']}", highlight=False)
-
-
-@app.command("plot")
-@_guard
-def plot_command(
-    results: Path = typer.Argument(..., metavar="RESULTS_CSV", help="A results.csv written by popcli sweep."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files [default: beside the CSV]."),
-) -> None:
-    """Redraw a sweep's figures (accuracy vs % weights kept, vs width, vs parameter count)."""
-    from .plot import draw
-
-    for figure in draw(results, out):
-        out_console.print(f"figure: {figure}", highlight=False)
-
-
 # --------------------------------------------------------------------------- export / inspect
 
 
-@app.command()
+@app.command(epilog=examples.EXPORT)
 @_guard
 def export(
-    source: Path = typer.Argument(..., metavar="RUN_OR_ARTIFACT",
-                                  help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
+    source: Optional[Path] = typer.Argument(None, metavar="RUN_OR_ARTIFACT",
+                                            help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors)."),
+    masks: list[str] = typer.Option([], "--mask", metavar="NAME=RUN",
+                                    help="One named mask per run, all over one seed, in one artifact (repeatable)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
     prune_dead_units: bool = typer.Option(False, "--prune-dead-units", help="ONNX: remove units that cannot matter."),
     int8: bool = typer.Option(False, "--int8", help="ONNX: also write <name>.int8.onnx (static QDQ int8)."),
@@ -232,7 +193,7 @@ def export(
 
     with _spinner("exporting and verifying...", quiet=as_json):
         report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
-                            force=force, data_dir=data_dir, parity_samples=parity_samples)
+                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks)
     if as_json:
         _print_json(report)
     else:
@@ -246,7 +207,7 @@ def export(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples.INSPECT)
 @_guard
 def inspect(
     artifact: Path = typer.Argument(..., metavar="FILE", help="An artifact written by popcli export."),
@@ -269,7 +230,7 @@ def inspect(
 # --------------------------------------------------------------------------- eval
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples.EVAL)
 @_guard
 def eval_command(
     source: Path = typer.Argument(..., metavar="ARTIFACT_OR_ONNX", help="An artifact or an ONNX file from popcli export."),
@@ -280,6 +241,7 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch and ONNX Runtime."),
     provider: str = typer.Option("CPUExecutionProvider", "--provider", help="ONNX Runtime execution provider."),
     int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
@@ -302,7 +264,7 @@ def eval_command(
 
     try:
         report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
-                          threads=threads, provider=provider, int8=int8, on_event=on_event)
+                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask)
     finally:
         progress.stop()
     if as_json:
@@ -315,7 +277,7 @@ def eval_command(
 # --------------------------------------------------------------------------- models
 
 
-@app.command()
+@app.command(epilog=examples.MODELS)
 @_guard
 def models(as_json: bool = typer.Option(False, "--json", help="Print {name: description} as JSON.")) -> None:
     """List the registered architectures (use them as model.arch)."""
@@ -329,6 +291,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print {name: desc
     for name, description in registered.items():
         table.add_row(name, description)
     out_console.print(table)
+
+
+from . import cli_catalog, cli_sweep  # noqa: E402,F401  (they add their commands to ``app``)
 
 
 def main() -> None:

@@ -46,7 +46,10 @@ def lanes_for(n: int) -> int:
 
 
 def frequency_of_one(kept: int, n: int) -> int:
-    """A layer's probability of a kept weight as an integer out of 2^16, in [1, 2^16 - 1]."""
+    """A layer's probability of a kept weight as an integer out of 2^16, in [1, 2^16 - 1]
+    (1 for an empty layer, which codes no symbol)."""
+    if n == 0:
+        return 1
     return min(_M - 1, max(1, (kept * _M + n // 2) // n))
 
 
@@ -169,6 +172,8 @@ def decode(data: np.ndarray, sizes: Sequence[int], kept: Sequence[int], codec: s
     if codec == "packbits":
         if data.size != (n + 7) // 8:
             raise CodecError(f"packbits masks hold {data.size} bytes, expected {(n + 7) // 8} for {n} weights")
+        if n % 8 and data[-1] >> (n % 8):
+            raise CodecError(f"packbits masks: the {8 - n % 8} padding bits of the last byte are not zero")
         bits = np.unpackbits(data, count=n, bitorder="little").view(np.bool_)
     elif codec == "rans":
         freqs = _Frequencies(sizes, kept)

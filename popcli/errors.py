@@ -1,38 +1,75 @@
 """Domain errors. Library code raises these; only the CLI turns them into a message + exit code.
 
-Every message names the fix ("... run `make data` or pass --data-dir").
+Every message names the fix ("... run `make data` or pass --data-dir"). Exit codes, one per
+class (the CLI exits with ``err.exit_code``):
+
+- 2 ``UsageError`` and its subclasses: the command line or the recipe is wrong (an unknown key,
+  a bad value, an option that does not fit, an output that exists without ``--force``).
+- 1 every other ``PopcliError``: the command was fine but the work failed (a missing or corrupt
+  dataset, artifact, checkpoint or file; a diverged search; a failed verification).
+- 130 an interrupt (Ctrl-C), whether or not a checkpoint was written.
 """
 
 from __future__ import annotations
 
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPT = 130
+
 
 class PopcliError(Exception):
-    """Base class: a problem the user can fix. The CLI prints str(err) on one line and exits."""
+    """Base class: a problem the user can fix. The CLI prints str(err) on one line and exits 1."""
 
-    exit_code = 2
+    exit_code = EXIT_RUNTIME
 
 
-class RecipeError(PopcliError):
+class UsageError(PopcliError):
+    """The command line or the recipe asks for something invalid (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RecipeError(UsageError):
     """A recipe key is unknown, has the wrong type, or is out of range."""
+
+
+class ModelError(UsageError):
+    """An unknown architecture or an invalid model argument."""
 
 
 class DataError(PopcliError):
     """A dataset is missing, corrupt, or does not match the recipe."""
 
 
-class ModelError(PopcliError):
-    """An unknown architecture or an invalid model argument."""
-
-
 class RunError(PopcliError):
-    """A run folder or checkpoint problem (exists, missing, corrupt, incompatible)."""
+    """A run folder or checkpoint problem (missing, corrupt, incompatible)."""
+
+
+class RunExists(RunError):
+    """A run folder already holds a run and neither --resume nor --force was given (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class TrainingDiverged(PopcliError):
     """The loss became NaN or infinite."""
 
-    exit_code = 3
-
 
 class ArtifactError(PopcliError):
     """An artifact is unreadable, not popcli's, of an unsupported version, or fails verification."""
+
+
+class OutputExists(ArtifactError):
+    """An output file exists and --force was not given, or its folder is missing (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(PopcliError):
+    """The user stopped the command (exit 130)."""
+
+    exit_code = EXIT_INTERRUPT
+
+
+class StorageError(PopcliError):
+    """A file or folder could not be written (disk full, read-only, name too long, in use)."""

@@ -12,21 +12,18 @@ here prints.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import artifact, codecs
+from .artifact_schema import STATIC_DATA
 from .checkpoint import load_checkpoint
-from .errors import ArtifactError, RunError
-from .models import build_model
+from .errors import ArtifactError, RunError, UsageError
+from .models import build_model, input_size
 from .recipe import Recipe, from_dict
-
-# Input shape and classes of each dataset, for checkpoints written before they stored them.
-_STATIC_DATA = {"fashion-mnist": ([1, 28, 28], 10), "mnist": ([1, 28, 28], 10), "cifar10": ([3, 32, 32], 10),
-                "cifar100": ([3, 32, 32], 100)}
-
 
 def find_checkpoint(source: str | Path) -> Path:
     """A checkpoint file, or the last.pt of a run folder."""
@@ -45,8 +42,8 @@ def _data_info(state: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
         return state["data_info"]
     if recipe.data.dataset == "synthetic":
         return {"shape": list(recipe.data.shape), "num_classes": recipe.data.num_classes}
-    if recipe.data.dataset in _STATIC_DATA:
-        shape, classes = _STATIC_DATA[recipe.data.dataset]
+    if recipe.data.dataset in STATIC_DATA:  # checkpoints written before they stored their input shape
+        shape, classes = STATIC_DATA[recipe.data.dataset]
         return {"shape": shape, "num_classes": classes}
     raise RunError("this checkpoint does not record its input shape; re-run the search with this popcli version")
 
@@ -57,7 +54,7 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     try:
         recipe = from_dict(state["recipe"])
         info = _data_info(state, recipe)
-        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=info["shape"][1],
+        model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=input_size(info["shape"]),
                             num_classes=info["num_classes"], seed=recipe.seed)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError) as err:
@@ -82,29 +79,48 @@ def _write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[tor
     return model, recipe, info, inspect(written)
 
 
-def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Path | None = None,
+def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
-           data_dir: str | None = None, parity_samples: int = 1000) -> dict[str, Any]:
+           data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
+           inputs: torch.Tensor | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
-    checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry."""
+    checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
+    ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
+    ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set."""
     from .deploy import export_onnx, file_sha256
+
+    if masks:
+        from . import multimask
+
+        if source is not None or onnx is not None or out is None:
+            raise ArtifactError("--mask NAME=RUN builds one multi-mask artifact: pass -o FILE and no run or --onnx "
+                                "(export ONNX per mask from single runs)")
+        return inspect(multimask.write(masks, out, codec=codec, force=force))
+    if source is None:
+        raise ArtifactError("nothing to export: pass a run folder, a checkpoint or an artifact (or --mask NAME=RUN)")
 
     out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
     if out is None and onnx is None:
-        raise ArtifactError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
+        raise UsageError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
     if onnx is None and (prune_dead_units or int8):
-        raise ArtifactError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
+        raise UsageError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
     if codec != "auto" and codec not in codecs.CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
+        raise UsageError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
     if parity_samples < 1:
-        raise ArtifactError(f"--parity-samples {parity_samples}: expected a positive number of test images")
+        raise UsageError(f"--parity-samples {parity_samples}: expected a positive number of test images")
     for path, option in ((out, "-o"), (onnx, "--onnx")):  # before the slow part
         if path is not None:
             artifact.check_output(path, force, option)
+    if onnx is not None and int8:
+        from .deploy import int8_path
+
+        artifact.check_output(int8_path(onnx), force, "--onnx")
+    if out is not None and onnx is not None and os.path.realpath(out) == os.path.realpath(onnx):
+        raise ArtifactError(f"-o and --onnx are the same file {str(out)!r}; give them different names")
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:
-            raise ArtifactError(f"{source} is already an artifact: drop -o (or export from its run folder)")
+            raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
         model, recipe, report = artifact.load(source, mode="search"), art.recipe, {"source": str(source)}
         info = model.popcli_description["data_info"]  # with the preprocessing the file records
@@ -120,7 +136,7 @@ def export(source: str | Path, out: str | Path | None = None, *, onnx: str | Pat
     if onnx is not None:
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
                                      prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
-                                     force=force)
+                                     force=force, inputs=inputs)
     return report
 
 
@@ -159,6 +175,7 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "method": art.recipe.search.method, "density": art.recipe.search.density,
         "popcli_version": art.metadata.get("popcli_version"), "torch_version": art.metadata.get("torch_version"),
         "metrics": json.loads(art.metadata.get("metrics", "{}")), "data": art.data_info,
+        "model_source": json.loads(art.metadata["model_source"]) if "model_source" in art.metadata else None,
         "layers": layers, "masked_weights": masked, "kept_weights": sum(r.kept for r in art.layers),
         "mask_codec": art.codec, "mask_bytes": mask_bytes,
         "mask_bits_per_weight": 8 * mask_bytes / masked if masked else None,
@@ -169,7 +186,11 @@ def inspect(source: str | Path | artifact.Artifact, *, verify: bool = True) -> d
         "dense_fp32_bytes": dense, "dense_over_artifact": dense / art.file_bytes,
         "checkpoint_bytes": ckpt, "checkpoint_over_artifact": ckpt / art.file_bytes if ckpt else None,
     }
+    from . import multimask
+
+    if len(multimask.names(art)) > 1:  # a multi-mask file: the other masks, with their own bytes
+        report["masks"] = multimask.sizes(art)
     if verify:
-        report["problems"] = artifact.verify(art)
+        report["problems"] = [p for name in multimask.names(art) for p in artifact.verify(multimask.select(art, name))]
         report["verified"] = not report["problems"]
     return report

@@ -51,7 +51,8 @@ def finish_load(model: nn.Module, art, mode: str, fold_bn: bool = True) -> nn.Mo
 def _finish(model: nn.Module, art, mode: str, fold_bn: bool) -> nn.Module:
     if mode == "search":
         for name, layer in masked_layers(model):
-            layer.reset_scores_to_mask(layer.fixed_mask, rng.torch_generator(art.recipe.seed, "scores", name))
+            if layer.rule is None:  # a method rule's layer (biprop, signed supermask) keeps its fixed mask
+                layer.reset_scores_to_mask(layer.fixed_mask, rng.torch_generator(art.recipe.seed, "scores", name))
         return model
     model = bake_subnets(model.eval())
     if fold_bn:

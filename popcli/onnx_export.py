@@ -21,8 +21,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
-from .errors import PopcliError
+from .checkpoint import write_atomic
+from .errors import EXIT_USAGE, PopcliError
 
 OPSET = 18
 INPUT, OUTPUT = "input", "logits"
@@ -31,6 +31,12 @@ PARITY_ATOL = 1e-4  # max |ONNX Runtime - PyTorch| logit difference accepted for
 
 class OnnxError(PopcliError):
     """An export that failed, or a graph that does not match PyTorch."""
+
+
+class OnnxOptionError(OnnxError):
+    """An option the export cannot use, e.g. an unavailable provider (exit 2, a usage error)."""
+
+    exit_code = EXIT_USAGE
 
 
 def to_onnx(baked: torch.nn.Module, input_shape: tuple[int, int, int], metadata: dict[str, str]):
@@ -65,7 +71,7 @@ def session(model, threads: int | None = None, provider: str = "CPUExecutionProv
     import onnxruntime as ort
 
     if provider not in ort.get_available_providers():
-        raise OnnxError(f"execution provider {provider!r} is not available; this onnxruntime has: "
+        raise OnnxOptionError(f"execution provider {provider!r} is not available; this onnxruntime has: "
                         f"{', '.join(ort.get_available_providers())}")
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -104,10 +110,10 @@ def check_parity(report: dict[str, float], what: str = "ONNX Runtime") -> None:
                         f"{report['samples']} inputs (tolerance {PARITY_ATOL:g}); nothing was written")
 
 
-def write_onnx(proto, path: Path) -> int:
-    """Write one self-contained .onnx file atomically; its size in bytes."""
+def write_onnx(proto, path: Path, *, exclusive: bool = False) -> int:
+    """Write one self-contained .onnx file atomically (``exclusive``: only if it does not exist); its size."""
     data = proto.SerializeToString()
-    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+    write_atomic(Path(path), data, exclusive=exclusive)
     return len(data)
 
 

@@ -43,8 +43,9 @@ class SearchDisplay:
 
     def _on_start(self, info: dict[str, Any]) -> None:
         data = info["data"]
-        self.console.print(f"searching on {data.name} ({data.train_size:,} train / {data.test_size:,} test, "
-                           f"shape {tuple(data.shape)}), {info['device']}", highlight=False)
+        val = f" / {data.val_size:,} validation" if data.val_size else ""
+        self.console.print(f"searching on {data.name} ({data.train_size:,} train{val} / {data.test_size:,} test, "
+                           f"shape {tuple(data.shape)}, from {data.source}), {info['device']}", highlight=False)
         self.progress.start()
         self.task = self.progress.add_task("search", total=info["total_steps"], completed=info["step"],
                                            epoch=1, loss=float("nan"), acc=0.0, ips=0.0)
@@ -53,7 +54,12 @@ class SearchDisplay:
         self.progress.update(self.task, completed=info["step"], epoch=info["epoch"] + 1, loss=info["loss"],
                              acc=info["acc"], ips=info["images_per_s"])
 
+    def _on_finished_already(self, info: dict[str, Any]) -> None:
+        self.console.print(f"this run already finished ({info.get('steps')} steps); summary.json left as it is. "
+                           "Raise search.epochs or search.max_steps with --set to continue it", highlight=False)
+
     def _on_epoch(self, info: dict[str, Any]) -> None:
-        val = f"  val {info['val_acc']:.2%}" if "val_acc" in info else ""
+        val = f"  val acc {info['val_acc']:.2%}" if "val_acc" in info else ""
+        top5 = f" (top-5 {info['test_top5']:.2%})" if "test_top5" in info else ""
         self.console.print(f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}  train acc {info['train_acc']:.2%}"
-                           f"{val}  test acc {info['test_acc']:.2%}  ({info['epoch_time_s']:.1f} s)", highlight=False)
+                           f"{val}  test acc {info['test_acc']:.2%}{top5}  ({info['epoch_time_s']:.1f} s)", highlight=False)

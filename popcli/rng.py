@@ -47,6 +47,7 @@ INITS = (
     "scaled_signed_constant",
     "kaiming_uniform",
     "xavier_normal",
+    "elus_signed_constant",
 )
 
 MAX_SEED = 2**63 - 1
@@ -181,7 +182,8 @@ def weight_scale(init: str, shape: Sequence[int], density: float = 1.0) -> float
 
     Computed in float64 in this order, then rounded once to float32:
     kaiming_*: sqrt(2 / fan_in); scaled_*: sqrt(2 / (density * fan_in)) (the paper's 1/sqrt(k)
-    scaling); kaiming_uniform: sqrt(6 / fan_in); xavier_normal: sqrt(2 / (fan_in + fan_out)).
+    scaling); kaiming_uniform: sqrt(6 / fan_in); xavier_normal: sqrt(2 / (fan_in + fan_out));
+    elus_signed_constant: sqrt(3 / fan_in).
     """
     fan_in, fan_out = fans(shape)
     if init in ("kaiming_normal", "signed_constant"):
@@ -194,6 +196,8 @@ def weight_scale(init: str, shape: Sequence[int], density: float = 1.0) -> float
         scale = math.sqrt(6.0 / fan_in)
     elif init == "xavier_normal":
         scale = math.sqrt(2.0 / (fan_in + fan_out))
+    elif init == "elus_signed_constant":  # Koster et al.'s ELUS for signed supermasks: He's 2/fan x 1.5
+        scale = math.sqrt(3.0 / fan_in)
     else:
         raise PopcliError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     return float(np.float32(scale))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import PopcliError
+from .errors import PopcliError, UsageError
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise PopcliError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PopcliError(f"device {name!r} asked for, but torch sees no CUDA GPU; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise PopcliError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise PopcliError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

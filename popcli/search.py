@@ -8,6 +8,11 @@ clean stop (Ctrl-C), which checkpoints and raises ``SearchInterrupted``.
 Resume is exact on CPU: data order and augmentation are functions of (seed, epoch, step), the
 learning rate a function of the global step, and a checkpoint holds the model, optimizer and the
 partial epoch's running sums, so a resumed run ends in the same state as an uninterrupted one.
+
+Kill-safety: last.pt is the run's one commit point. It carries every metrics line so far and
+the step of the best epoch; metrics.jsonl and best.pt (a copy of the last.pt that set a new
+best) are written after it and re-derived from it on resume, so a SIGKILL at any moment, then
+``--resume``, ends bit-identical to an uninterrupted run (docs/FORMAT.md, "Run folders").
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,14 +31,15 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed
+from . import __version__, distributed, jsonsafe, memory, runlock, tb_log
 from . import checkpoint as ckpt
 from .data import Loader, Splits, load_data
-from .errors import PopcliError, RunError, TrainingDiverged
-from .models import build_model, count_params, regenerate_weights, set_step
+from .errors import Interrupted, PopcliError, RunError, TrainingDiverged
+from .methods import schedule as density_schedule
+from .models import build_model, count_params, input_size, regenerate_weights, set_step
 from .nn import cpu_kernels
 from .optim import learning_rate, make_optimizer, set_learning_rate, trainable_parameters
-from .recipe import Recipe, dump, from_dict
+from .recipe import Recipe, dump, from_dict, resolve
 from .runtime import Runtime, make_runtime
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -39,10 +47,8 @@ WARMUP_STEPS = 3  # steps left out of step_time_ms (allocator and kernel warm-up
 RESUMABLE_KEYS = ("epochs", "max_steps")  # search keys a resume may change (to extend a run)
 
 
-class SearchInterrupted(PopcliError):
-    """The user asked to stop; a checkpoint was written."""
-
-    exit_code = 130
+class SearchInterrupted(Interrupted):
+    """The user asked to stop; a checkpoint was written (exit 130)."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Progress:
     correct: int = 0
     seen: int = 0
     best_acc: float = -1.0
+    best_step: int = -1  # global_step of the checkpoint that set best_acc (best.pt is a copy of it)
     step_times: list[float] = field(default_factory=list)  # seconds, this session only
 
 
@@ -74,6 +81,7 @@ class Job:
     should_stop: Callable[[], bool]
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    metrics_lines: list[str] = field(default_factory=list)  # metrics.jsonl, committed with last.pt
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -82,21 +90,29 @@ class Job:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = None,
              dist: distributed.Dist | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (fraction) of ``model`` over ``loader`` (summed
-    over ranks under torch.distributed, each of which evaluates its share)."""
+    """Mean cross-entropy, top-1 accuracy and (more than 5 classes) top-5 accuracy, as fractions,
+    of ``model`` over ``loader`` (summed over ranks under torch.distributed, each of which
+    evaluates its share)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, correct5, seen, classes = 0.0, 0, 0, 0, 0
     for x, y in loader.batches():
         with runtime.autocast() if runtime else torch.autocast("cpu", enabled=False):
             logits = model(x)
         loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
+        classes = logits.shape[1]
+        if classes > 5:  # [B, 5] best classes; a hit when the label is among them (torchvision's references)
+            correct5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
         seen += y.numel()
     model.train(was_training)
     if dist is not None:
-        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
-    return {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
+        loss_sum, correct, correct5, seen, classes = dist.sum([loss_sum, correct, correct5, seen, classes])
+        classes = classes / max(1, dist.world)
+    result = {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
+    if classes > 5:
+        result["top5"] = correct5 / max(1, seen)
+    return result
 
 
 # --------------------------------------------------------------------------- training
@@ -149,16 +165,17 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         prog.step_in_epoch += 1
         job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
                               "loss": loss_value / count, "acc": prog.correct / prog.seen,
-                              "images_per_s": count / prog.step_times[-1]})
+                              "images_per_s": count / prog.step_times[-1], "lr": job.optimizer.param_groups[0]["lr"]})
         if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
-            _save(job, prog, "last.pt")
+            _save(job, prog)
             raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
                                     f"Resume with: popcli search --resume --out {job.run_dir}")
     return prog.step_in_epoch >= steps
 
 
 def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> dict[str, Any]:
-    """Evaluate, log one metrics line, write last.pt / best.pt; a complete epoch advances ``prog``.
+    """Evaluate, commit last.pt (with the new metrics line), then metrics.jsonl and best.pt;
+    a complete epoch advances ``prog``.
 
     An incomplete one (search.max_steps hit mid-epoch) keeps its position so a resume that
     raises max_steps continues the same epoch.
@@ -172,17 +189,19 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
         record["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
     test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
     record.update(test_loss=test["loss"], test_acc=test["acc"], epoch_time_s=time.perf_counter() - epoch_start)
-    if job.dist.main:
-        ckpt.append_jsonl(job.run_dir / "metrics.jsonl", record)
+    if "top5" in test:
+        record["test_top5"] = test["top5"]
     job.last_metrics = record
+    job.metrics_lines.append(ckpt.json_line(record))
     if complete:
         prog.epoch, prog.step_in_epoch = prog.epoch + 1, 0
         prog.loss_sum, prog.correct, prog.seen = 0.0, 0, 0
     selection = record.get("val_acc", record["test_acc"])
-    _save(job, prog, "last.pt")
     if selection > prog.best_acc:
-        prog.best_acc = selection
-        _save(job, prog, "best.pt")
+        prog.best_acc, prog.best_step = selection, prog.global_step
+    _save(job, prog)  # the commit point; what follows is re-derived from it on resume
+    if job.dist.main:
+        _derive_from_last(job, prog.best_step == prog.global_step)
     job.on_event("epoch", record)
     return record
 
@@ -190,8 +209,11 @@ def _end_epoch(job: Job, prog: Progress, epoch_start: float, complete: bool) -> 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _save(job: Job, prog: Progress, name: str) -> None:
-    """Write a checkpoint (rank 0), after every rank confirmed it holds the same masks."""
+_KEPT = "the last checkpoint is kept (resume with --resume)"
+
+
+def _save(job: Job, prog: Progress) -> None:
+    """Write last.pt (rank 0), after every rank confirmed it holds the same masks."""
     job.dist.check_same(distributed.masks_digest(job.model), "masks")
     if not job.dist.main:
         return
@@ -201,17 +223,28 @@ def _save(job: Job, prog: Progress, name: str) -> None:
         "scaler": job.scaler.state_dict() if job.scaler is not None else {},
         "progress": {k: v for k, v in vars(prog).items() if k != "step_times"},
         "recipe": job.recipe.to_dict(),
-        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes},
+        "data_info": {"shape": list(job.splits.info.shape), "num_classes": job.splits.info.num_classes,
+                      **job.splits.info.preprocessing()},  # + mean, std, class_names (what the artifact records)
         "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
+        "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
         "popcli_version": __version__,
     }
-    ckpt.save_checkpoint(job.run_dir / name, state)
-    job.on_event("checkpoint", {"path": str(job.run_dir / name)})
+    ckpt.save_checkpoint(job.run_dir / "last.pt", state, kept=_KEPT)
+    job.on_event("checkpoint", {"path": str(job.run_dir / "last.pt")})
+
+
+def _derive_from_last(job: Job, new_best: bool) -> None:
+    """metrics.jsonl := last.pt's lines; best.pt := last.pt when it set the best (rank 0)."""
+    ckpt.write_lines(job.run_dir / "metrics.jsonl", job.metrics_lines, kept=_KEPT)
+    if new_best:
+        ckpt.copy_atomic(job.run_dir / "last.pt", job.run_dir / "best.pt", kept=_KEPT)
+        job.on_event("checkpoint", {"path": str(job.run_dir / "best.pt")})
 
 
 def _restore(job: Job, prog: Progress) -> None:
     """Load last.pt on rank 0 and hand it to every rank (no shared filesystem needed)."""
-    state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt") if job.dist.main else None)
+    state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt", required=ckpt.CHECKPOINT_KEYS)
+                               if job.dist.main else None)
     saved = from_dict(state["recipe"])
     for section in ("seed", "model", "data", "search"):
         a, b = getattr(saved, section), getattr(job.recipe, section)
@@ -228,21 +261,34 @@ def _restore(job: Job, prog: Progress) -> None:
     if job.scaler is not None and state.get("scaler"):
         job.scaler.load_state_dict(state["scaler"])
     for key, value in state["progress"].items():
-        setattr(prog, key, value)
+        if key in Progress.__dataclass_fields__:
+            setattr(prog, key, value)
     job.last_metrics = state.get("metrics", {})
+    if "metrics_lines" in state:  # checkpoints before kill-safety: metrics.jsonl is left as it is
+        job.metrics_lines = list(state["metrics_lines"])
+        if job.dist.main:  # a kill after the commit point: redo what followed it
+            _derive_from_last(job, prog.best_step == prog.global_step)
 
 
 # --------------------------------------------------------------------------- the job
 
 
-def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool]) -> Job:
+def _build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool],
+               user_model: torch.nn.Module | None = None, user_data: Callable[[torch.device], Splits] | None = None) -> Job:
+    """The job of ``recipe``; ``user_model`` / ``user_data(device)`` replace the recipe's (``popcli.user_search``)."""
     cfg = recipe.search
     dist, device = distributed.setup(cfg.device)
     runtime = make_runtime(device, cfg.amp, cfg.threads)
-    splits = load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
-    channels, height, _ = splits.info.shape
-    model = build_model(recipe.model, cfg, in_channels=channels, image_size=height,
-                        num_classes=splits.info.num_classes, seed=recipe.seed).to(runtime.device)
+    memory.check_data(recipe.data)
+    splits = user_data(runtime.device) if user_data else load_data(recipe.data, recipe.seed, runtime.device, dist.shard())
+    shape = tuple(splits.info.shape)
+    if user_model is None:
+        memory.check_model(recipe, shape, splits.info.num_classes, min(recipe.data.batch_size, splits.train.num_samples),
+                           runtime.device)
+    model = (user_model if user_model is not None else
+             build_model(recipe.model, cfg, in_channels=shape[0], image_size=input_size(shape),
+                         num_classes=splits.info.num_classes, seed=recipe.seed)).to(runtime.device)
+    density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     params = trainable_parameters(model)
@@ -278,15 +324,18 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
     recipe, info = job.recipe, job.splits.info
     total, kept = count_params(job.model)
     timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
-    step_s = statistics.median(timed) if timed else float("nan")
+    step_s = statistics.median(timed) if timed else None  # None: no step ran in this session
     return {
-        "test_acc": final["test_acc"], "test_loss": final["test_loss"], "val_acc": final.get("val_acc"),
+        "test_acc": final["test_acc"], "test_top5": final.get("test_top5"), "test_loss": final["test_loss"],
+        "val_acc": final.get("val_acc"),
         "params_total": total, "params_kept": kept, "density": recipe.search.density,
         "kept_fraction": kept / total if total else 1.0,
         "seed": recipe.seed, "method": recipe.search.method, "arch": recipe.model.arch,
-        "init": recipe.model.init, "dataset": info.name, "epochs": prog.global_step / max(1, len(job.splits.train)),
+        "init": recipe.model.init, "dataset": info.name, "data_folder": info.source,
+        "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size, "epochs": prog.global_step / max(1, len(job.splits.train)),
         "steps": prog.global_step,
-        "step_time_ms": step_s * 1e3, "images_per_s": recipe.data.batch_size / step_s,
+        "step_time_ms": step_s * 1e3 if step_s else None,
+        "images_per_s": recipe.data.batch_size / step_s if step_s else None,
         "wall_s": wall_s, "device": job.runtime.describe(), "world_size": job.dist.world,
         "weights_verified": _verify_weights(job),
         "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
@@ -295,21 +344,58 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
 
 
 def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-           on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json)."""
+           on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None,
+           user_model: torch.nn.Module | None = None,
+           user_data: Callable[[torch.device], Splits] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json).
+    ``user_model``/``user_data``: the caller's model and loaders instead of the recipe's (see
+    ``popcli.user_search``, which builds them and the recipe describing them)."""
     started = time.perf_counter()
+    resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
     run_dir = Path(run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 owns the run folder
-        ckpt.prepare_run_dir(run_dir, resume=resume, force=force)
-    job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False))
+    main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
+    lock = runlock.RunLock(run_dir).acquire() if main else None
+    close_log = lambda: None  # noqa: E731
     try:
+        if main:
+            ckpt.check_run_dir(run_dir, resume=resume, force=force)
+        # everything that can fail on a bad recipe, data or model happens before the old run is replaced
+        job = _build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False),
+                         user_model, user_data)
+        if main:
+            job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
+            ckpt.start_run_dir(run_dir, resume=resume, force=force)
         summary = _run(job, resume, started)
     except BaseException:
         distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
         raise
+    finally:
+        close_log()
+        if lock is not None:
+            lock.release()
     job.dist.barrier()  # every rank finished its collectives before any leaves the group
     distributed.teardown()
     return summary
+
+
+def _final_metrics(job: Job) -> dict[str, Any]:
+    """test_acc / test_loss (/ val_acc) of the model as it stands."""
+    test = evaluate(job.model, job.splits.test, job.runtime, job.dist)
+    final = {"test_acc": test["acc"], "test_top5": test.get("top5"), "test_loss": test["loss"]}
+    if job.splits.val is not None:
+        final["val_acc"] = evaluate(job.model, job.splits.val, job.runtime, job.dist)["acc"]
+    return final
+
+
+def _finished_summary(job: Job, prog: Progress) -> dict[str, Any] | None:
+    """The saved summary when ``--resume`` finds nothing left to run (the run folder is left as
+    it is: a resume never replaces a summary with a poorer one); None when there is work."""
+    if prog.global_step < job.total_steps:
+        return None
+    try:
+        return json.loads((job.run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None  # finished but its summary is missing or damaged: _run evaluates and rewrites it
 
 
 def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
@@ -318,8 +404,12 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
     prog = Progress()
     if resume:
         _restore(job, prog)
+        finished = _finished_summary(job, prog)
+        if finished is not None:
+            job.on_event("finished_already", finished)
+            return finished
     if job.dist.main:
-        ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
+        ckpt.atomic_write_text(run_dir / "recipe.yaml", dump(recipe), kept="nothing else was changed")
     job.on_event("start", {"total_steps": job.total_steps, "step": prog.global_step, "steps_per_epoch": len(job.splits.train),
                            "epochs": recipe.search.epochs, "device": job.runtime.describe(), "data": job.splits.info})
     final: dict[str, Any] | None = None
@@ -328,10 +418,25 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
         ended = _run_epoch(job, prog)
         if ended or prog.global_step >= job.total_steps:
             final = _end_epoch(job, prog, epoch_start, complete=ended)
-    if final is None:  # resumed a finished run, or zero steps: evaluate what is there
-        final = {"test_acc": evaluate(job.model, job.splits.test, job.runtime, job.dist)["acc"], "test_loss": None}
+    if final is None and job.last_metrics.get("step") == prog.global_step:  # finished, summary.json gone
+        final = job.last_metrics
+    if final is None:  # zero steps: evaluate what is there
+        final = _final_metrics(job)
     summary = _summary(job, prog, final, time.perf_counter() - started)
     if job.dist.main:
-        ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        ckpt.atomic_write_text(run_dir / "summary.json", jsonsafe.dumps(summary, indent=2) + "\n")
     job.on_event("done", summary)
     return summary
+
+
+class _CallableModule(types.ModuleType):
+    """This module is also ``popcli.search(...)``, the Python entry point (``user_search.search_api``):
+    a recipe, or your own subnetified model and Dataset/DataLoader."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from .user_search import search_api
+
+        return search_api(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -5,7 +5,10 @@ point under ``out/runs/`` (named after the point, plus a hash of every override 
 sweeps with different ``--set`` values never share a folder). A point whose run finished is
 skipped; one that was interrupted is resumed. After every point, ``out/results.csv`` is
 rewritten (atomically) from every finished run in ``out/runs/``, so several sweeps into the same
-folder accumulate (a second method, another learning rate). Figures: ``plot``. Nothing prints.
+folder accumulate (a second method, another learning rate); its columns are the usual keys plus
+every other recipe key that differs between the runs. Points run here one by one, ``jobs`` at
+once in worker processes (their recipes in ``out/points/``), or one cluster task each
+(``sweep_pool``); a failed point is reported and the others run. Figures: ``plot``. Nothing prints.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ import yaml
 
 from . import recipe as recipes
 from .checkpoint import atomic_write_text
+from . import sweep_pool as pool
 from .errors import RecipeError
-from .search import SearchInterrupted, search
 
 EventHandler = Callable[[str, dict[str, Any]], None]
-# results.csv columns: the recipe keys that sweeps vary, then what the search reached
+# results.csv columns: the recipe keys sweeps usually vary, then every other resolved recipe key
+# that differs between the runs, then what the search reached (epochs_run: as actually run,
+# fractional when search.max_steps stopped it mid-epoch)
 RECIPE_COLUMNS = ("seed", "model.arch", "model.init", "model.width", "model.hidden", "data.dataset", "search.method",
-                  "search.density", "search.epochs", "search.lr", "search.optimizer")
-SUMMARY_COLUMNS = ("test_acc", "val_acc", "params_kept", "params_total", "kept_fraction", "steps", "step_time_ms",
-                   "wall_s")
+                  "search.density", "search.epochs", "search.max_steps", "search.lr", "search.optimizer")
+SUMMARY_COLUMNS = ("test_acc", "val_acc", "params_kept", "params_total", "kept_fraction", "steps", "epochs_run",
+                   "step_time_ms", "wall_s")
 
 
 def _split_values(text: str) -> list[str]:
@@ -87,7 +92,8 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def collect(out: Path) -> list[dict[str, Any]]:
-    """One row per finished run under ``out/runs`` (recipe keys + summary), sorted by run name."""
+    """One row per finished run under ``out/runs`` (every resolved recipe key + the summary's
+    figures), sorted by run name."""
     rows = []
     for run in sorted((out / "runs").glob("*/summary.json")):
         folder = run.parent
@@ -96,18 +102,27 @@ def collect(out: Path) -> list[dict[str, Any]]:
             recipe = _flat(yaml.safe_load((folder / "recipe.yaml").read_text()))
         except (OSError, json.JSONDecodeError, yaml.YAMLError, AttributeError):
             continue  # a damaged run folder is left out, not fatal
-        row = {"run": folder.name, **{k: recipe.get(k) for k in RECIPE_COLUMNS},
-               **{k: summary.get(k) for k in SUMMARY_COLUMNS}}
+        summary["epochs_run"] = summary.get("epochs")
+        row = {"run": folder.name, **recipe, **{k: summary.get(k) for k in SUMMARY_COLUMNS}}
         rows.append(row)
     return rows
 
 
+def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Recipe keys beyond RECIPE_COLUMNS whose value differs between ``rows`` (first-seen order)."""
+    keys = dict.fromkeys(k for r in rows for k in r if k not in RECIPE_COLUMNS and k not in SUMMARY_COLUMNS
+                         and k != "run")
+    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+
+
 def write_results(out: Path) -> Path:
     """Rewrite ``out/results.csv`` from every finished run; its path."""
+    rows = collect(out)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run", *RECIPE_COLUMNS, *SUMMARY_COLUMNS])
+    writer = csv.DictWriter(buffer, fieldnames=["run", *RECIPE_COLUMNS, *varying_keys(rows), *SUMMARY_COLUMNS],
+                            extrasaction="ignore")
     writer.writeheader()
-    for row in collect(out):
+    for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
     path = out / "results.csv"
     atomic_write_text(path, buffer.getvalue())
@@ -126,30 +141,36 @@ def _existing(out: Path, name: str) -> Path:
 
 def run_sweep(recipe_path: str | Path | None, grid: list[tuple[str, list[str]]], out: str | Path, *,
               overrides: list[str] | None = None, on_event: EventHandler | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run every point of ``grid`` (skipping finished ones, resuming interrupted ones); a report."""
+              should_stop: Callable[[], bool] | None = None, jobs: int = 1, launcher: str | None = None,
+              launcher_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every point of ``grid`` (skipping finished ones, resuming interrupted ones) here one by
+    one, ``jobs`` at once in worker processes, or (``launcher="submitit"``) one cluster task per
+    point; a report. A failed point is listed in ``report["failed"]``; the others still run."""
     on_event = on_event or (lambda kind, info: None)
+    should_stop = should_stop or (lambda: False)
     overrides, out = list(overrides or []), Path(out)
+    if jobs < 1:
+        raise RecipeError(f"-j {jobs}: expected at least 1 point at a time")
+    if launcher not in (None, "submitit"):
+        raise RecipeError(f"--launcher {launcher!r}: the only cluster launcher is submitit (SLURM); or use -j N")
     todo = points(grid)
     recipes_ = [recipes.load(recipe_path, [*overrides, *point]) for point in todo]  # every error before any work
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    done = skipped = 0
+    tasks, skipped = [], 0
     for index, (point, recipe) in enumerate(zip(todo, recipes_)):
-        run_dir = _existing(out, point_name(point, recipe))
-        info = {"index": index, "total": len(todo), "point": point, "run_dir": str(run_dir)}
-        if (run_dir / "summary.json").is_file():
+        task = pool.Task(index, len(todo), point, recipe, _existing(out, point_name(point, recipe)))
+        if (task.run_dir / "summary.json").is_file():
             skipped += 1
-            on_event("point_skipped", info)
-            continue
-        on_event("point", info)
-        resume = (run_dir / "last.pt").is_file()
-        try:
-            search(recipe, run_dir, resume=resume, force=not resume, on_event=on_event, should_stop=should_stop)
-        except SearchInterrupted:
-            raise SearchInterrupted(f"stopped in point {index + 1}/{len(todo)}, checkpoint saved; run the same "
-                                    f"popcli sweep command again to resume where it stopped") from None
-        done += 1
-        write_results(out)
+            on_event("point_skipped", task.info())
+        else:
+            tasks.append(task)
+    refresh = lambda: write_results(out)  # noqa: E731 - results.csv after every finished point
+    if launcher == "submitit":
+        failed = pool.run_submitit(tasks, out, launcher_options or {}, on_event, refresh)
+    elif jobs > 1 and len(tasks) > 1:
+        failed = pool.run_parallel(tasks, jobs, out, on_event, should_stop, refresh)
+    else:
+        failed = pool.run_serial(tasks, on_event, should_stop, refresh)
     results = write_results(out)
-    return {"points": len(todo), "ran": done, "skipped": skipped, "results": str(results), "out": str(out),
-            "rows": len(collect(out))}
+    return {"points": len(todo), "ran": len(tasks) - len(failed), "skipped": skipped, "failed": failed,
+            "results": str(results), "out": str(out), "rows": len(collect(out))}

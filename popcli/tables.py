@@ -16,18 +16,22 @@ from rich.table import Table
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="search result", show_header=False, title_justify="left")
     rows = [
-        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%"),
+        ("test accuracy", f"{summary['test_acc'] * 100:.2f}%" + (f" top-1, {summary['test_top5'] * 100:.2f}% top-5"
+                                                                 if summary.get("test_top5") is not None else "")),
         ("method / arch / init", f"{summary['method']} / {summary['arch']} / {summary['init']}"),
         ("weights kept", f"{summary['params_kept']:,} of {summary['params_total']:,} ({summary['kept_fraction'] * 100:.1f}%)"),
-        ("steps / epochs", f"{summary['steps']} / {summary['epochs']:g}"),
-        ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"),
+        ("training", f"{summary['steps']:,} steps = {summary['epochs']:.2f} epochs"),
+        ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"
+                        if summary.get("step_time_ms") is not None else "n/a (no step ran in this session)"),
         ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"
                       + (f" x {summary['world_size']} processes" if summary.get("world_size", 1) > 1 else "")),
+        *([("validation accuracy", f"{summary['val_acc'] * 100:.2f}%")] if summary.get("val_acc") is not None else []),
+        *([("data", f"{summary['data_folder']}")] if summary.get("data_folder") else []),
         ("weights unchanged", "verified" if summary["weights_verified"] else "n/a (dense training)"),
         ("run folder", summary["run_dir"]),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     return table
 
 
@@ -42,25 +46,26 @@ def size(nbytes: int | None) -> str:
 
 
 def inspect_tables(report: dict[str, Any]) -> list[Table]:
-    about = Table(title=report["path"], show_header=False, title_justify="left")
-    metrics = report["metrics"]
+    """Every string from the file is escaped: a name holding rich markup (``[/x]``) prints as written."""
+    about = Table(title=escape(report["path"]), show_header=False, title_justify="left")
+    acc = report["metrics"].get("test_acc")
     rows = [
         ("format / generator", f"{report['format']} / {report['generator']}"),
         ("model", f"{report['arch']} ({report['method']}, {report['init']}, seed {report['seed']})"),
         ("kept", f"{report['kept_weights']:,} of {report['masked_weights']:,} masked weights "
                  f"({report['kept_weights'] / max(1, report['masked_weights']):.1%}; recipe density {report['density']:g})"),
-        ("search result", f"test accuracy {metrics['test_acc']:.2%}" if "test_acc" in metrics else "not recorded"),
+        ("search result", f"test accuracy {acc:.2%}" if isinstance(acc, (int, float)) else "not recorded"),
         ("written by", f"popcli {report['popcli_version']}, torch {report['torch_version']}"),
     ]
     for key, value in rows:
-        about.add_row(key, value)
+        about.add_row(key, escape(value))
     layers = Table("layer", "shape", "kept", "density", "entropy bits/weight", title="masked layers",
                    title_justify="left")
     for layer in report["layers"]:
-        layers.add_row(layer["name"], "x".join(map(str, layer["shape"])), f"{layer['kept']:,}", f"{layer['density']:.4f}",
+        layers.add_row(escape(layer["name"]), "x".join(map(str, layer["shape"])), f"{layer['kept']:,}", f"{layer['density']:.4f}",
                        f"{layer['entropy_bits_per_weight']:.4f}")
     if report["masked_weights"]:
-        layers.caption = (f"masks: {report['mask_codec']}, {report['mask_bytes']:,} bytes = "
+        layers.caption = (f"masks: {escape(report['mask_codec'])}, {report['mask_bytes']:,} bytes = "
                           f"{report['mask_bits_per_weight']:.4f} bits per weight (entropy {report['entropy_bits_per_weight']:.4f})")
     sizes = Table("", "bytes", "vs artifact", title="size", title_justify="left")
     bits = report["bits_per_masked_weight"]
@@ -68,20 +73,30 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     sizes.add_row("dense fp32 safetensors", size(report["dense_fp32_bytes"]), f"{report['dense_over_artifact']:.1f}x")
     ratio = report["checkpoint_over_artifact"]
     sizes.add_row("search checkpoint", size(report["checkpoint_bytes"]), f"{ratio:.1f}x" if ratio else "n/a")
-    return [about, layers, sizes]
+    tables = [about, layers, sizes]
+    if report.get("masks"):  # a multi-mask file: the rows above describe its first mask
+        masks = Table("mask", "kept", "own bytes", "search test accuracy", title="masks over the same seed",
+                      title_justify="left")
+        for row in report["masks"]:
+            acc = row["test_acc"]
+            masks.add_row(row["name"], f"{row['kept_weights']:,}", size(row["bytes"]), f"{acc:.2%}" if acc is not None else "")
+        tables.append(masks)
+    return tables
 
 
 def print_verification(console: Console, report: dict[str, Any]) -> None:
     if report.get("verified"):
         console.print("verified: masks decode, kept counts and weight checksums match", highlight=False)
     for problem in report.get("problems", []):
-        console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[red]problem:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def onnx_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"ONNX: {report['path']}", show_header=False, title_justify="left")
+    table = Table(title=escape(f"ONNX: {report['path']}"), show_header=False, title_justify="left")
     parity, before, after = report["parity"], report["before"], report["after"]
-    table.add_row("graph", escape(f"opset {report['opset']}, {size(report['bytes'])}, input [batch, C, H, W] -> logits"))
+    shape = ", ".join(map(str, report.get("input_shape", ["batch", "C", "H", "W"])))
+    classes = f" [batch, {report['num_classes']}]" if "num_classes" in report else ""
+    table.add_row("graph", escape(f"opset {report['opset']}, {size(report['bytes'])}, input [{shape}] float32 -> logits{classes}"))
     table.add_row("parity vs PyTorch", f"max |diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}), "
                                        f"top-1 agreement {parity['top1_agreement']:.2%} on {parity['samples']} test images")
     table.add_row("parameters", f"{before['params']:,} -> {after['params']:,} "
@@ -89,7 +104,7 @@ def onnx_table(report: dict[str, Any]) -> Table:
     table.add_row("FLOPs per image", f"{before['flops']:,} -> {after['flops']:,}")
     if "int8" in report:
         q = report["int8"]
-        table.add_row("int8", f"{q['path']} ({size(q['bytes'])})")
+        table.add_row("int8", escape(f"{q['path']} ({size(q['bytes'])})"))
         table.add_row("int8 accuracy", f"{q['int8_acc']:.2%} vs fp32 {q['fp32_acc']:.2%} ({q['acc_change_points']:+.2f} "
                                        f"points, {q['test_samples']} test images)")
         table.add_row("int8 speed, batch 64", f"{q['batch64_int8_ms']:.2f} ms vs fp32 {q['batch64_fp32_ms']:.2f} ms "
@@ -99,16 +114,16 @@ def onnx_table(report: dict[str, Any]) -> Table:
 
 def eval_tables(report: dict[str, Any]) -> list[Table]:
     machine = report["machine"]
-    accuracy = Table("engine", "test accuracy", title=f"accuracy on {report['test_images']:,} {report['dataset']} test "
-                     "images", title_justify="left")
+    accuracy = Table("engine", "test accuracy", title=escape(f"accuracy on {report['test_images']:,} {report['dataset']} "
+                                                             "test images"), title_justify="left")
     for engine, acc in report["accuracy"].items():
-        accuracy.add_row(engine, f"{acc:.2%}")
+        accuracy.add_row(escape(engine), f"{acc:.2%}")
     if report.get("search_acc") is not None:
         accuracy.caption = f"the search reported {report['search_acc']:.2%}"
     speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",
-                  title=f"latency: {machine['cpu']}, {report['threads']} threads, {report['provider']}",
-                  title_justify="left", caption=report["note"])
+                  title=escape(f"latency: {machine['cpu']}, {report['threads']} threads, {report['provider']}"),
+                  title_justify="left", caption=escape(report["note"]))
     for row in report["latency"]:
-        speed.add_row(row["engine"], str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
+        speed.add_row(escape(row["engine"]), str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
                       f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
     return [accuracy, speed]

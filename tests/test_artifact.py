@@ -224,7 +224,7 @@ def test_not_an_artifact(tmp_path):
 
 
 def test_newer_versions_say_upgrade(good, tmp_path):
-    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "2"}), "newer.*upgrade popcli")
+    expect_error(rewrite(good, tmp_path / "f.safetensors", metadata={"format_version": "4"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "g.safetensors", metadata={"generator_version": "9"}), "newer.*upgrade popcli")
     expect_error(rewrite(good, tmp_path / "h.safetensors", metadata={"generator": "mt19937"}), "unknown")
 
@@ -242,16 +242,21 @@ def test_inconsistent_contents(good, tmp_path):
     repacked = rewrite(good, tmp_path / "r.safetensors", tensors=real, metadata={"mask_codec": "packbits"})
     assert popcli.load(repacked) is not None  # the same masks, coded with packbits: fine
     layers[0]["kept"] += 1
-    expect_error(rewrite(repacked, tmp_path / "b.safetensors", metadata={"layers": json.dumps(layers)}), "keeps")
-    expect_error(rewrite(good, tmp_path / "b2.safetensors", metadata={"layers": json.dumps(layers)}), "rans stream")
+    # the kept count disagrees with edge-popup's density before any mask is decoded (rans: it would decode garbage)
+    expect_error(rewrite(repacked, tmp_path / "b.safetensors", metadata={"layers": json.dumps(layers)}),
+                 "keeps 2049 weights of layer 'fc1', but edge-popup at the recipe's density 0.5 keeps 2048")
+    expect_error(rewrite(good, tmp_path / "b2.safetensors", metadata={"layers": json.dumps(layers)}), "keeps 2048")
     layers[0]["kept"] -= 1
     layers[0]["sha256"] = "0" * 64
     expect_error(rewrite(good, tmp_path / "c.safetensors", metadata={"layers": json.dumps(layers)}), "checksum")
     recipe = json.loads(art.metadata["recipe"])
     recipe["model"]["arch"] = "transformer9000"
     expect_error(rewrite(good, tmp_path / "d.safetensors", metadata={"recipe": json.dumps(recipe)}), "transformer9000")
-    recipe["model"]["arch"], recipe["seed"] = "fc", recipe["seed"] + 1  # another seed: other weights
-    expect_error(rewrite(good, tmp_path / "e.safetensors", metadata={"recipe": json.dumps(recipe)}), "checksum")
+    recipe["model"]["arch"], recipe["seed"] = "fc", str(int(recipe["seed"]) + 1)  # another seed: other weights
+    expect_error(rewrite(good, tmp_path / "e0.safetensors", metadata={"recipe": json.dumps(recipe)}),
+                 "metadata 'seed' says 0 but the recipe's seed is 1")  # the copy disagrees with its source
+    expect_error(rewrite(good, tmp_path / "e.safetensors", metadata={"recipe": json.dumps(recipe), "seed": "1"}),
+                 "checksum")
     stats = {k: v for k, v in art.tensors.items() if "running_mean" in k}
     trimmed = {k: v[:-1] for k, v in stats.items()}
     expect_error(rewrite(good, tmp_path / "f.safetensors", tensors=trimmed), r"float32 \[63\], the model needs")

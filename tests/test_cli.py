@@ -40,21 +40,22 @@ def test_search_json_end_to_end(tmp_path):
         assert key in summary, key
     assert 0.0 <= summary["test_acc"] <= 1.0 and summary["steps"] == 16
     again = popcli("search", *SYNTH, "--out", str(tmp_path / "run"))
-    assert again.returncode != 0 and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--set", "search.lr=abc"], "search.lr"),
-    (["--set", "model.arch=nope"], "nope"),
-    (["--set", "data.dataset=fashion-mnist", "--set", "data.data_dir=/nonexistent"], "/nonexistent"),
-    (["missing-recipe.yaml"], "not found"),
-    (["--device", "cuda:7"], "cuda"),
+@pytest.mark.parametrize("args,fragment,code", [
+    (["--set", "search.lr=abc"], "search.lr", 2),  # usage: a bad recipe value
+    (["--set", "model.arch=nope"], "nope", 2),
+    (["--set", "data.dataset=fashion-mnist", "--set", "data.data_dir=/nonexistent"], "/nonexistent", 1),  # runtime
+    (["missing-recipe.yaml"], "not found", 2),
+    (["--device", "cuda:7"], "cuda", 1),  # a valid request this machine cannot serve
+    (["--device", "tpu"], "unknown device", 2),
 ])
-def test_bad_input_one_line_error(tmp_path, args, fragment):
+def test_bad_input_one_line_error(tmp_path, args, fragment, code):
     env = {**os.environ, "POPCLI_DATA": str(tmp_path / "none"), "XDG_CACHE_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "popcli", "search", *SYNTH[:0], *args, "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -112,19 +113,20 @@ def test_inspect_exits_nonzero_when_verification_fails(tmp_path):
     assert result.returncode == 1 and "checksum" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["export", "{tmp}/nope", "-o", "{tmp}/a.safetensors"], "not found"),
-    (["export", "{tmp}", "-o", "{tmp}/a.safetensors"], "last.pt"),
-    (["inspect", "{tmp}/missing.safetensors"], "not found"),
-    (["inspect", "{tmp}/junk.bin"], "not a safetensors file"),
-    (["eval", "{tmp}/missing.safetensors"], "not found"),
-    (["eval", "{tmp}/junk.bin"], "neither an artifact nor an ONNX"),
-    (["export", "{tmp}/nope"], "nothing to write"),
+@pytest.mark.parametrize("args,fragment,code", [
+    (["export", "{tmp}/nope", "-o", "{tmp}/a.safetensors"], "not found", 1),
+    (["export", "{tmp}", "-o", "{tmp}/a.safetensors"], "last.pt", 1),
+    (["inspect", "{tmp}/missing.safetensors"], "not found", 1),
+    (["inspect", "{tmp}/junk.bin"], "not a safetensors file", 1),
+    (["eval", "{tmp}/missing.safetensors"], "not found", 1),
+    (["eval", "{tmp}/junk.bin"], "neither an artifact nor an ONNX", 1),
+    (["export", "{tmp}/nope"], "nothing to write", 2),
+    (["eval", "{tmp}/junk.bin", "--batch-sizes", "0"], "--batch-sizes", 2),
 ])
-def test_export_inspect_eval_bad_input_one_line(tmp_path, args, fragment):
+def test_export_inspect_eval_bad_input_one_line(tmp_path, args, fragment, code):
     (tmp_path / "junk.bin").write_bytes(b"\x80\x04garbage" * 10)
     result = popcli(*[a.format(tmp=tmp_path) for a in args])
-    assert result.returncode == 2 and fragment in result.stderr, result.stderr
+    assert result.returncode == code and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

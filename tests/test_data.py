@@ -15,6 +15,7 @@ import torch
 from popcli.data import DATASETS, DatasetInfo, Loader, Splits, load_data
 from popcli.data import resolve
 from popcli.data.idx import read_idx
+from popcli.data.load import CLASS_NAMES
 from popcli.data.memory import Augment, crop_flip
 from popcli.errors import DataError
 from popcli.recipe import DataConfig
@@ -129,7 +130,9 @@ def test_synthetic_is_learnable():
 def test_idx_folder_gz_and_raw(tmp_path, gz):
     folder = write_mnist(tmp_path / "fm", n_train=64, n_test=30, gz=gz)
     splits = load_data(fmnist(folder, batch_size=16, eval_batch_size=8), seed=0)
-    assert splits.info == DatasetInfo("fashion-mnist", (1, 28, 28), 10, 64, 0, 30, str(folder))
+    assert splits.info == DatasetInfo("fashion-mnist", (1, 28, 28), 10, 64, 0, 30, str(folder), (FMNIST_MEAN,),
+                                      (FMNIST_STD,), CLASS_NAMES["fashion-mnist"])
+    assert splits.info.class_names[0] == "T-shirt/top" and len(splits.info.class_names) == 10
     xs, ys = zip(*splits.test.batches())
     assert decode_ids(torch.cat(xs)) == list(range(10000, 10030))  # eval: in file order
     assert torch.cat(ys).tolist() == [i % 10 for i in range(30)]
@@ -338,7 +341,8 @@ def test_imagenet_folder_tree(tmp_path):
                 Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
     cfg = DataConfig(dataset="imagenet", data_dir=str(tmp_path), image_size=16, workers=0, batch_size=4, eval_batch_size=3)
     splits = load_data(cfg, seed=0)
-    assert splits.info == DatasetInfo("imagenet", (3, 16, 16), 2, 10, 0, 4, str(tmp_path))
+    assert splits.info == DatasetInfo("imagenet", (3, 16, 16), 2, 10, 0, 4, str(tmp_path), (0.485, 0.456, 0.406),
+                                      (0.229, 0.224, 0.225), ("cat", "dog"))
     full = list(splits.train.batches(2))
     assert len(full) == 2 and full[0][0].shape == (4, 3, 16, 16)
     tail = list(splits.train.batches(2, start_step=1))

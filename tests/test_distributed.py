@@ -33,13 +33,13 @@ DRIVER = textwrap.dedent("""
     rank = int(os.environ["RANK"])
     real_save = engine._save
 
-    def save(job, prog, name):  # record what each rank holds at every checkpoint
+    def save(job, prog, *args):  # record what each rank holds at every checkpoint
         if desync and rank == 1:  # a rank whose scores drifted: the checkpoint must refuse
             with torch.no_grad():
                 scores = next(p for n, p in job.model.named_parameters() if n.endswith("scores"))
                 scores.copy_(torch.arange(scores.numel(), dtype=scores.dtype).view_as(scores))
         digests.append(masks_digest(job.model))
-        real_save(job, prog, name)
+        real_save(job, prog, *args)
 
     digests = []
     engine._save = save

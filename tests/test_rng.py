@@ -73,6 +73,9 @@ GOLDEN = {
                         [0xBDC65397, 0xBDB286EB, 0xBDAB3C7F]),
     "xavier_normal": ("174118429dbb02f94c07168bd3580852fa2b48c9a3ed95ef4f41cf938026c7b6",
                       [0xBDA666BE, 0xBD782DCE, 0xBD6469F8]),
+    # signed_constant's signs at float32(sqrt(3 / 576)) = 0x3D93CD3A
+    "elus_signed_constant": ("535cc7752b457fffa9b53815e1bb2d748dbe0cd3245a41ae0e38299db16d9fb5",
+                             [0xBD93CD3A, 0x3D93CD3A, 0xBD93CD3A]),
 }
 
 
@@ -166,7 +169,8 @@ def test_distributions(init):
                     "scaled_kaiming_normal": math.sqrt(2 / (density * fan_in)),
                     "scaled_signed_constant": math.sqrt(2 / (density * fan_in)),
                     "kaiming_uniform": math.sqrt(2 / fan_in),  # U(-b, b), b = sqrt(6 / fan_in)
-                    "xavier_normal": math.sqrt(2 / (fan_in + 256 * 9))}[init]
+                    "xavier_normal": math.sqrt(2 / (fan_in + 256 * 9)),
+                    "elus_signed_constant": math.sqrt(3 / fan_in)}[init]
     assert abs(float(w.mean())) < 0.01 * expected_std
     assert float(w.std()) == pytest.approx(expected_std, rel=0.01)
     if "signed" in init:

@@ -9,7 +9,7 @@ import pytest
 
 from popcli.errors import RecipeError
 from popcli.plot import PlotError, draw, read_results
-from popcli.search import SearchInterrupted
+from popcli.errors import Interrupted
 from popcli.sweep import parse_grid, points, run_sweep
 
 BASE = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
@@ -42,7 +42,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
 
     longer = parse_grid(["search.density=0.5"])
     steps = []
-    with pytest.raises(SearchInterrupted):
+    with pytest.raises(Interrupted):
         run_sweep(None, longer, tmp_path, overrides=[*BASE, "search.epochs=3"],
                   on_event=lambda kind, info: steps.append(1) if kind == "step" else None,
                   should_stop=lambda: len(steps) >= 5)
@@ -86,3 +86,36 @@ def test_sweep_and_plot_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "popcli", "sweep", "--grid", "nonsense", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--grid" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_seed_grid_one_line_per_method_and_init(tmp_path):
+    from popcli import sweep_groups as groups
+
+    grid = parse_grid(["seed=0,1,2", "search.method=edge-popup,supermask", "model.init=signed_constant,kaiming_normal",
+                       "search.density=0.3,0.7"])
+    report = run_sweep(None, grid, tmp_path, overrides=[*BASE, "search.max_steps=2", "search.threads=1"])
+    assert report["ran"] == 24
+    rows = read_results(tmp_path / "results.csv")
+    assert {"search.max_steps", "epochs_run"} <= set(rows[0]) and {r["search.max_steps"] for r in rows} == {2}
+    assert {r["epochs_run"] for r in rows} == {2 / 8}  # 256 samples / batch 32 = 8 steps per epoch
+    by = [k for k in groups.varying(rows) if k not in ("search.density", "seed")]
+    found = groups.lines(rows, "search.density", groups.splitting(rows, by))
+    assert sorted(line.label for line in found) == ["edge-popup, kaiming_normal", "edge-popup, signed_constant",
+                                                    "supermask, kaiming_normal", "supermask, signed_constant"]
+    for line in found:
+        assert [(p.x, p.n) for p in line.points] == [(0.3, 3), (0.7, 3)]
+        here = [r["test_acc"] for r in rows if (r["search.method"], r["model.init"]) == tuple(v for _, v in line.key)
+                and r["search.density"] == 0.3]
+        assert line.points[0].mean == pytest.approx(sum(here) / 3, abs=1e-12)
+    assert draw(tmp_path / "results.csv")[0].endswith("accuracy_vs_density.png")
+
+
+def test_results_record_every_varying_key_and_max_steps(tmp_path):
+    run_sweep(None, parse_grid(["search.max_steps=2,4", "search.momentum=0.5,0.9"]), tmp_path, overrides=BASE)
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "search.momentum" in rows[0] and "search.nesterov" not in rows[0]  # varies -> recorded; fixed -> not
+    assert sorted((r["search.max_steps"], r["search.momentum"], r["steps"]) for r in rows) == [
+        ("2", "0.5", "2"), ("2", "0.9", "2"), ("4", "0.5", "4"), ("4", "0.9", "4")]
+    figures = draw(tmp_path / "results.csv")
+    assert {f.rsplit("/", 1)[-1] for f in figures} == {"accuracy_vs_max_steps.png", "accuracy_vs_momentum.png"}

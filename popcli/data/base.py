@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DataError
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "imagefolder", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class DatasetInfo:
     val_size: int
     test_size: int
     source: str  # the folder it was read from, or "synthetic"
+    # Preprocessing a deployment repeats: x = (pixels / 255 - mean) / std per channel (None: inputs used as they are)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i] (None: not known)
+
+    def preprocessing(self) -> dict:
+        """{"mean", "std", "class_names"} as JSON-ready lists (None where not known)."""
+        return {"mean": list(self.mean) if self.mean is not None else None,
+                "std": list(self.std) if self.std is not None else None,
+                "class_names": list(self.class_names) if self.class_names is not None else None}
 
 
 class Loader(ABC):

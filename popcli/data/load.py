@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, RecipeError
 from ..recipe import DataConfig
 from ..rng import torch_generator
 from .base import DATASETS, DatasetInfo, Splits
@@ -30,6 +30,12 @@ STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+CLASS_NAMES = {  # label order of the datasets' own files (cifar100's 100 names are not listed here)
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "mnist": tuple(str(d) for d in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 # (default augmentation, what augment=true means); CIFAR: crop 32 with padding 4 + flip.
 AUGMENTS = {
     "fashion-mnist": (Augment(), Augment(pad=2)),
@@ -41,11 +47,12 @@ AUGMENTS = {
 _TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
 
-def _download(name: str) -> None:
-    """Let torchvision fetch ``name`` into the user cache (its own layout, found by ``resolve``)."""
+def _download(name: str, data_dir: str | None) -> None:
+    """Let torchvision fetch ``name`` into ``data_dir`` or else the user cache (its own layout,
+    found by ``resolve``)."""
     import torchvision.datasets
 
-    root = user_cache()
+    root = Path(data_dir).expanduser() if data_dir else user_cache()
     try:
         root.mkdir(parents=True, exist_ok=True)
         getattr(torchvision.datasets, _TORCHVISION[name])(str(root), train=True, download=True)
@@ -59,7 +66,7 @@ def locate(cfg: DataConfig) -> Path:
     """The dataset folder: found locally, else downloaded when ``data.download`` allows, else DataError."""
     folder = find_dataset(cfg.dataset, cfg.data_dir)
     if folder is None and cfg.download and cfg.dataset != "imagenet":
-        _download(cfg.dataset)
+        _download(cfg.dataset, cfg.data_dir)
         folder = find_dataset(cfg.dataset, cfg.data_dir)
     if folder is None:
         raise not_found(cfg.dataset, cfg.data_dir)
@@ -89,11 +96,39 @@ def _read(cfg: DataConfig, seed: int) -> tuple[tuple[torch.Tensor, ...], str, in
     return read_cifar_folder(cfg.dataset, folder), str(folder), NUM_CLASSES[cfg.dataset]
 
 
+def permutation(seed: int, task: int, pixels: int) -> torch.Tensor:
+    """The pixel permutation of permuted-dataset task ``task`` (SupSup's PermutedMNIST): the stable
+    argsort of ``pixels`` words of the portable generator's stream (seed, "permute/<task>"), so
+    the same on every machine and torch version."""
+    import numpy as np
+
+    from ..rng import uint32_stream
+
+    return torch.from_numpy(np.argsort(uint32_stream(seed, f"permute/{task}", pixels), kind="stable"))
+
+
+def _permuted(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Images [N, C, H, W] with their H*W pixel positions reordered (the same order in every channel)."""
+    return x.flatten(2)[:, :, order].reshape(x.shape)
+
+
 def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
-    (train_x, train_y, test_x, test_y), source, num_classes = _read(cfg, seed)
-    channels = train_x.shape[1]
-    mean, std = STATS.get(cfg.dataset, ((0.0,) * channels, (1.0,) * channels))
-    default, forced = AUGMENTS[cfg.dataset]
+    if cfg.dataset == "imagefolder":  # the user's folders: class names and stats come with the images
+        from .imagefolder import read_image_folder
+
+        (train_x, train_y, test_x, test_y), names, (mean, std), source = read_image_folder(cfg, seed)
+        num_classes, class_names, known_stats = len(names), tuple(names), True
+        pad = max(1, cfg.image_size // 8)
+        default = forced = Augment(pad=pad, flip=True)
+    else:
+        (train_x, train_y, test_x, test_y), source, num_classes = _read(cfg, seed)
+        channels = train_x.shape[1]
+        known_stats, class_names = cfg.dataset in STATS, CLASS_NAMES.get(cfg.dataset)
+        mean, std = STATS.get(cfg.dataset, ((0.0,) * channels, (1.0,) * channels))
+        default, forced = AUGMENTS[cfg.dataset]
+    if cfg.permute_task is not None:
+        order = permutation(seed, cfg.permute_task, train_x.shape[2] * train_x.shape[3])
+        train_x, test_x = _permuted(train_x, order), _permuted(test_x, order)
     augment = default if cfg.augment is None else (forced if cfg.augment else Augment())
     train_idx, val_idx = split_indices(train_x.shape[0], cfg.val_fraction, seed)
     val = None
@@ -103,12 +138,13 @@ def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits
     train = TensorLoader(train_x, train_y, cfg.batch_size, mean, std, train=True, seed=seed, augment=augment, device=device)
     test = TensorLoader(test_x, test_y, cfg.eval_batch_size, mean, std, train=False, seed=seed, device=device)
     info = DatasetInfo(cfg.dataset, tuple(train_x.shape[1:]), num_classes, train.num_samples,
-                       val.num_samples if val else 0, test.num_samples, source)
+                       val.num_samples if val else 0, test.num_samples, source, *((mean, std) if known_stats else
+                                                                                  (None, None)), class_names)
     return Splits(train, val, test, info)
 
 
 def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
-    from .imagenet import ImageFolderLoader, image_folder  # torchvision import only when needed
+    from .imagenet import MEAN, STD, ImageFolderLoader, image_folder  # torchvision import only when needed
 
     folder = locate(cfg)
     train_set, test_set = image_folder(folder / "train"), image_folder(folder / "val")
@@ -121,7 +157,7 @@ def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
     val = None if val_idx is None else ImageFolderLoader(train_set, val_idx.tolist(), cfg.eval_batch_size, train=False, augment=False, **common)
     test = ImageFolderLoader(test_set, list(range(len(test_set))), cfg.eval_batch_size, train=False, augment=False, **common)
     info = DatasetInfo("imagenet", (3, cfg.image_size, cfg.image_size), len(train_set.classes), train.num_samples,
-                       val.num_samples if val else 0, test.num_samples, str(folder))
+                       val.num_samples if val else 0, test.num_samples, str(folder), MEAN, STD, tuple(train_set.classes))
     return Splits(train, val, test, info)
 
 
@@ -129,7 +165,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", sh
     """Train / val / test loaders for ``cfg.dataset``; val is None unless ``cfg.val_fraction > 0``.
     ``shard`` = (rank, world) under torch.distributed (see ``Loader.set_shard``)."""
     if cfg.dataset not in DATASETS:
-        raise DataError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
+        raise RecipeError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
     splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)
     for loader in (splits.train, splits.val, splits.test):
         if loader is not None:

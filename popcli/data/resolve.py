@@ -69,22 +69,40 @@ def _holds(name: str, folder: Path) -> bool:
     return any((folder / m).is_file() for m in MARKERS[name])
 
 
-def find_dataset(name: str, data_dir: str | None) -> Path | None:
-    """The first folder holding ``name`` across roots x layouts, or None.
+def in_root(name: str, root: str | Path) -> Path | None:
+    """The folder under ``root`` (in one of ``name``'s layouts) that holds it, or None."""
+    root = Path(root).expanduser()
+    for layout in LAYOUTS[name]:
+        folder = root / layout if layout else root
+        if _holds(name, folder):
+            return folder
+    return None
 
-    An explicit ``data_dir`` that does not exist is an error (a typo should not silently fall
-    back to another copy of the data).
+
+def find_dataset(name: str, data_dir: str | None) -> Path | None:
+    """The folder holding ``name``: in ``data_dir`` alone when it is given, else the first match
+    across the roots x layouts; None when nothing holds it.
+
+    An explicit ``data_dir`` is never silently passed over for another copy of the data: one
+    that does not exist is an error, one that lacks the data gives None (``not_found`` then
+    names that folder alone).
     """
-    if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise DataError(f"data folder {data_dir!r} (data.data_dir / --data-dir) does not exist; fix the path or omit it")
-    for root in search_roots(data_dir):
-        for layout in LAYOUTS[name]:
-            folder = root / layout if layout else root
-            if _holds(name, folder):
-                return folder
+    if data_dir:
+        if not Path(data_dir).expanduser().is_dir():
+            raise DataError(f"data folder {data_dir!r} (data.data_dir / --data-dir) does not exist; fix the path, or "
+                            "drop data.data_dir to search $POPCLI_DATA, the user cache and the system folders")
+        return in_root(name, data_dir)
+    for root in search_roots(None):
+        folder = in_root(name, root)
+        if folder is not None:
+            return folder
     return None
 
 
 def not_found(name: str, data_dir: str | None) -> DataError:
+    if data_dir:
+        return DataError(f"{name} not found in data folder {data_dir!r} (data.data_dir / --data-dir; looked in it and "
+                         f"its sub-folders {', '.join(l for l in LAYOUTS[name] if l)}); put the files there, or drop "
+                         "data.data_dir to search the usual places")
     looked = ", ".join(str(r) for r in search_roots(data_dir))
     return DataError(f"{name} not found (looked in: {looked}); {_HINTS[name]}")

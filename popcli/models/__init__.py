@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .. import policy, rng
+from .. import methods, policy, rng
 from ..errors import ModelError
 from ..nn import SubnetMixin, densify, global_topk_masks
 from ..recipe import ModelConfig, SearchConfig
@@ -119,10 +119,14 @@ class SupermaskSampler:
 
 
 def set_step(model: nn.Module, step: int) -> None:
-    """Tell the model's step-dependent hooks (the supermask sampler) which training step is next."""
+    """Tell the model's step-dependent hooks (the supermask sampler, a density schedule) which
+    training step is next."""
     sampler = getattr(model, "_popcli_supermask", None)
     if sampler is not None:
         sampler.step = step
+    schedule = getattr(model, "_popcli_density_schedule", None)
+    if schedule is not None:
+        schedule(model, step)
 
 
 def enable_global_topk(model: nn.Module, density: float) -> GlobalTopK:
@@ -164,6 +168,12 @@ def _keep_dense(model: nn.Module, first: bool, last: bool) -> nn.Module:
     return model
 
 
+def input_size(shape) -> int | tuple[int, int]:
+    """A builder's ``image_size`` for an input of shape [C, H, W]: H when square, else (H, W)."""
+    height, width = int(shape[1]), int(shape[2])
+    return height if height == width else (height, width)
+
+
 def init_density(search_cfg: SearchConfig) -> float:
     """The density the weights are drawn with (scaled_* inits): the search's, 1 for dense training."""
     return 1.0 if search_cfg.method == "dense" else search_cfg.density
@@ -173,13 +183,12 @@ def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_c
                        num_classes: int) -> nn.Module:
     """The recipe's layers with zero weights and scores (no random draws, no hooks).
 
-    method "edge-popup": subnet layers at ``search_cfg.density``; "supermask": the same layers in
-    sampled mode; "dense": the same architecture with plain trainable bias-free layers.
+    Masked methods: subnet layers at ``search_cfg.density`` set up by ``methods.configure``
+    (supermask: sampled mode; biprop, signed-supermask: their layer rules); "dense": the same
+    architecture with plain trainable bias-free layers.
     ``search_cfg.dense_first`` / ``dense_last`` applied.
     """
-    if search_cfg.method not in ("edge-popup", "supermask", "dense"):
-        raise ModelError(f"unknown search.method {search_cfg.method!r}; use edge-popup, supermask or dense")
-    masked = search_cfg.method != "dense"
+    masked = methods.get_method(search_cfg.method).masked
     if masked and not 0.0 < search_cfg.density <= 1.0:
         raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
     builder = get_model_builder(model_cfg.arch)
@@ -191,8 +200,7 @@ def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_c
     if extra:
         policy.check_unhandled(model, allow_unhandled=False)
     model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
-    for _, layer in masked_layers(model):
-        layer.sampled = search_cfg.method == "supermask"
+    methods.configure([layer for _, layer in masked_layers(model)], search_cfg.method)
     return model
 
 
@@ -208,7 +216,7 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
                                num_classes=num_classes)
     init_weights(model, seed, model_cfg.init, init_density(search_cfg))
     policy.init_params(model, seed, model_cfg.biases, model_cfg.params)
-    if search_cfg.method == "edge-popup" and search_cfg.global_topk:
+    if methods.get_method(search_cfg.method).topk and search_cfg.global_topk:
         enable_global_topk(model, search_cfg.density)
     if search_cfg.method == "supermask":
         model._popcli_supermask = SupermaskSampler(seed)  # a plain attribute: not in state_dict
@@ -217,6 +225,6 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
 
 
 __all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "count_params",
-           "enable_global_topk", "get_model_builder", "init_density", "init_weights", "layer_factories",
+           "enable_global_topk", "get_model_builder", "init_density", "input_size", "init_weights", "layer_factories",
            "list_models", "masked_layers", "refresh_global_masks", "regenerate_weights", "register_model",
            "set_step", "weight_layers"]

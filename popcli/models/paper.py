@@ -6,8 +6,9 @@ flatten and FC 256, 256, num_classes. ReLU after every hidden layer, no biases a
 and hidden sizes are multiplied by ``width`` (the output layer is not). With ``batchnorm`` a
 non-affine BN follows every hidden conv (``norm_layer``) and hidden FC (BatchNorm1d); the paper
 uses none. The reference code writes the FC head as 1x1 convs; plain Linear layers compute the
-same thing. Input channels, image size and class count follow the dataset; sizes that do not
-divide (28 -> 14 -> 7 -> 3) are floored exactly as MaxPool2d does.
+same thing. Input channels, image size and class count follow the dataset; ``image_size`` is an int for
+square images or (H, W); sizes that do not divide (28 -> 14 -> 7 -> 3) are floored exactly as
+MaxPool2d does, per side.
 Layer names (they key the weight generator): conv1..convN, fc1, fc2, out (fc: fc1.., out).
 """
 
@@ -23,6 +24,14 @@ from .layers import scaled
 from .registry import register_model
 
 _BLOCKS = (64, 128, 256, 512)  # channels of the 2-conv blocks, in order
+
+
+def _sides(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of ``image_size`` (an int means a square image)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
 
 
 def _mlp(in_features: int, hidden: list[int], num_classes: int, batchnorm: bool,
@@ -44,8 +53,9 @@ def fc(*, in_channels: int, image_size: int, num_classes: int, width: float, hid
        conv_layer, linear_layer, norm_layer, density: float | None) -> nn.Module:
     """[B, C, H, W] -> flatten [B, C*H*W] -> MLP -> [B, num_classes]."""
     units = [scaled(h, width) for h in hidden]
+    height, image_width = _sides(image_size)
     layers = [("flatten", nn.Flatten())]
-    layers += _mlp(in_channels * image_size * image_size, units, num_classes, batchnorm, linear_layer)
+    layers += _mlp(in_channels * height * image_width, units, num_classes, batchnorm, linear_layer)
     return nn.Sequential(OrderedDict(layers))
 
 
@@ -58,11 +68,12 @@ def pooled_size(size: int, pools: int) -> int:
 
 def conv_net(blocks: int, *, in_channels: int, image_size: int, num_classes: int, width: float, batchnorm: bool,
              conv_layer, linear_layer, norm_layer) -> nn.Sequential:
-    """Conv{2*blocks}: [B, C, S, S] -> blocks x (conv, conv, pool) -> FC 256, 256 -> [B, classes]."""
-    size = pooled_size(image_size, blocks)
-    if size < 1:
+    """Conv{2*blocks}: [B, C, H, W] -> blocks x (conv, conv, pool) -> FC 256, 256 -> [B, classes]."""
+    sides = _sides(image_size)
+    size, size_w = pooled_size(sides[0], blocks), pooled_size(sides[1], blocks)
+    if min(size, size_w) < 1:
         raise ModelError(f"conv{2 * blocks} pools {blocks} times and needs images of at least {2 ** blocks} "
-                         f"pixels, got {image_size}; pick a smaller convN or fc")
+                         f"pixels a side, got {sides[0]}x{sides[1]}; pick a smaller convN or fc")
     layers: list[tuple[str, nn.Module]] = []
     channels, index = in_channels, 0
     for block in range(blocks):
@@ -75,8 +86,8 @@ def conv_net(blocks: int, *, in_channels: int, image_size: int, num_classes: int
             layers.append((f"relu{index}", nn.ReLU(inplace=True)))
             channels = out_channels
         layers.append((f"pool{block + 1}", nn.MaxPool2d(2)))
-    layers.append(("flatten", nn.Flatten()))  # [B, channels, size, size] -> [B, channels*size*size]
-    layers += _mlp(channels * size * size, [scaled(256, width)] * 2, num_classes, batchnorm, linear_layer)
+    layers.append(("flatten", nn.Flatten()))  # [B, channels, size, size_w] -> [B, channels*size*size_w]
+    layers += _mlp(channels * size * size_w, [scaled(256, width)] * 2, num_classes, batchnorm, linear_layer)
     return nn.Sequential(OrderedDict(layers))
 
 

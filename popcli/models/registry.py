@@ -6,7 +6,8 @@ Builder contract. Every registered builder is called with keyword arguments only
             hidden: list[int], batchnorm: bool,
             conv_layer, linear_layer, norm_layer, density: float | None) -> nn.Module
 
-- ``in_channels``, ``image_size`` (square images, H = W) and ``num_classes`` follow the dataset.
+- ``in_channels``, ``image_size`` and ``num_classes`` follow the dataset; ``image_size`` is an int
+  (H = W) for square images and an (H, W) tuple otherwise.
 - ``width`` multiplies channel / unit counts (not the output layer); ``hidden`` is the fc MLP's
   hidden sizes; ``batchnorm`` asks fc/convN for BN after hidden layers. Builders ignore the
   arguments that do not apply to them and raise ModelError for values they cannot honour.
@@ -49,14 +50,36 @@ def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is in this process's registry (popcli's models and ``register_model`` calls)."""
+    return name in _REGISTRY
+
+
+def registered_builder(name: str) -> Builder | None:
+    """The builder registered as ``name`` in this process, or None (entry points not consulted)."""
+    return _REGISTRY[name][0] if name in _REGISTRY else None
+
+
 def list_models() -> dict[str, str]:
-    """{name: one-line description}, sorted by name."""
-    return {name: _REGISTRY[name][1] for name in sorted(_REGISTRY)}
+    """{name: one-line description}, sorted by name: the registry plus the installed
+    ``popcli.models`` entry points (loaded only when built; see ``external``)."""
+    from .external import entry_point_names
+
+    found = {name: description for name, (_, description) in _REGISTRY.items()}
+    for name, description in entry_point_names().items():
+        found.setdefault(name, description)  # a registered name wins over an entry point
+    return {name: found[name] for name in sorted(found)}
 
 
 def get_model_builder(name: str) -> Builder:
-    """The builder registered as ``name``; an unknown name is a ModelError listing the valid ones."""
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; choose model.arch from: {', '.join(sorted(_REGISTRY))} "
-                         f"(`popcli models` lists them)")
-    return _REGISTRY[name][0]
+    """The builder of ``name``: registered, an installed ``popcli.models`` entry point, or an
+    import path ``"package.module:function"``; an unknown name is a ModelError listing the valid ones."""
+    if name in _REGISTRY:
+        return _REGISTRY[name][0]
+    from .external import find_builder
+
+    builder = find_builder(name)
+    if builder is None:
+        raise ModelError(f"unknown model {name!r}; choose model.arch from: {', '.join(list_models())} "
+                         f"(`popcli models` lists them), or give an import path 'package.module:function'")
+    return builder

@@ -86,6 +86,7 @@ class SubnetMixin:
         self._cache_key: tuple | None = None  # the scores' (version, storage, device) it is valid for
         self._tracker = ThresholdTracker()  # last training threshold: brackets the next selection
         self.sampled = False  # supermask mode (see the class docstring)
+        self.rule = None  # another method's layer rule (popcli.methods: biprop, signed supermask); None: edge-popup
         self.mask_sample: torch.Tensor | None = None  # supermask: this step's Bernoulli draw
         self._weight_cache: tuple | None = None  # (key, w * mask, mask_override): see effective_weight
         nn.init.zeros_(self.scores)
@@ -102,9 +103,10 @@ class SubnetMixin:
             nn.init.zeros_(self.bias)
 
     def reset_scores(self, generator: torch.Generator | None = None, center: float = 0.0) -> None:
-        """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU from ``generator``."""
+        """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (or the rule's bound), drawn on the
+        CPU from ``generator``."""
         fan_in = self.weight[0].numel()
-        bound = 1.0 / math.sqrt(fan_in)
+        bound = self.rule.score_bound(self.weight.shape) if self.rule is not None else 1.0 / math.sqrt(fan_in)
         values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator) + center
         with torch.no_grad():
             self.scores.copy_(values)
@@ -188,16 +190,23 @@ class SubnetMixin:
         cache = self._weight_cache
         if cache is None or cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():
-                value = self.weight * self._mask(self.weight.dtype)
+                if self.rule is not None:
+                    value = self.rule.effective_weight(self)
+                else:
+                    value = self.weight * self._mask(self.weight.dtype)
             cache = self._weight_cache = (key, value, self.mask_override)  # holding the override pins its id
         return cache[1]
 
     @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
-        """w * mask, differentiable in the scores (straight-through); cached where nothing trains it."""
+        """w * mask, differentiable in the scores (straight-through); a rule's own product if it has
+        one; cached where nothing trains it (a rule's product: only for a fixed mask, whose rule
+        state is restored before the first forward)."""
         trains = torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad)
-        if not trains and (self.fixed_mask is not None or not self.training):
+        if not trains and (self.fixed_mask is not None or (not self.training and self.rule is None)):
             return self._cached_weight()  # a loaded subnetwork, or eval without gradients to train
+        if self.rule is not None:
+            return self.rule.effective_weight(self)
         if self.fixed_mask is not None:
             return self.weight * self._mask(self.weight.dtype)
         if self.training and self.sampled:
@@ -205,6 +214,13 @@ class SubnetMixin:
         if self.training and self.mask_override is None and cpu_kernels.usable(self.weight, self.scores):
             return FusedStraightThroughMask.apply(self.weight, self.scores, self.density, self._tracker)
         return _StraightThroughMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
+
+    @torch.no_grad()
+    def _baked_weight(self) -> torch.Tensor:
+        """w * mask (a rule's own product for other methods), detached: what to_conv/to_linear hold."""
+        if self.rule is not None:
+            return self.rule.effective_weight(self).detach()
+        return torch.where(self.mask(), self.weight.detach(), 0.0)
 
     def extra_repr(self) -> str:  # shown by print(model)
         return f"{super().extra_repr()}, density={self.density}"
@@ -235,7 +251,7 @@ class SubnetConv2d(SubnetMixin, nn.Conv2d):
         """A plain Conv2d holding ``w * mask``: the found subnetwork, baked."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, self.groups, bias=self.bias is not None, padding_mode=self.padding_mode)
-        conv.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        conv.weight.data.copy_(self._baked_weight())
         if self.bias is not None:
             conv.bias.data.copy_(self.bias.detach())
         return conv
@@ -259,7 +275,7 @@ class SubnetLinear(SubnetMixin, nn.Linear):
 
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        linear.weight.data.copy_(torch.where(self.mask(), self.weight.detach(), 0.0))
+        linear.weight.data.copy_(self._baked_weight())
         if self.bias is not None:
             linear.bias.data.copy_(self.bias.detach())
         return linear

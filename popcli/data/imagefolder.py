@@ -1,0 +1,141 @@
+"""``data.dataset: imagefolder``: the user's own class folders, decoded once into memory.
+
+Layout (``data.data_dir``): ``train/<class>/*`` and ``val/<class>/*`` (``test/`` is accepted for
+``val/``), or only ``<class>/*``, of which ``data.test_fraction`` of every class is held out as
+the test split (drawn from ``torch_generator(seed, "imagefolder_split", class)``). Class names
+are the sorted folder names, as torchvision's ImageFolder; train and val must have the same.
+
+Every image is decoded with PIL, resized so that its shorter side is ``data.image_size`` and
+center-cropped to a square (bilinear, antialiased), and kept as uint8 [N, C, S, S]: C = 1 when
+every training image is grayscale, else 3 (RGB). Normalization is ``data.mean``/``data.std``
+when given, else the per-channel mean/std of the training split's pixels in [0, 1]. The splits
+then go through the in-memory ``TensorLoader`` (exact resume; augmentation: random crop with
+S/8 padding + horizontal flip unless ``data.augment: false``). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..recipe import DataConfig
+from ..rng import torch_generator
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """{class name: sorted image files} of a class-folder tree (sorted names)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; data.data_dir must hold train/ and val/ class folders, or class "
+                        f"folders directly")
+    classes = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        if files:
+            classes[sub.name] = files
+    if len(classes) < 2:
+        raise DataError(f"{folder}: found {len(classes)} class folder(s) with images ({', '.join(EXTENSIONS[:3])}, ...); "
+                        f"an image folder needs one sub-folder per class, at least two")
+    return classes
+
+
+def _layout(cfg: DataConfig, seed: int) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]], str]:
+    """(class names, train samples, test samples, where the test split came from)."""
+    if not cfg.data_dir:
+        raise DataError("data.dataset=imagefolder needs data.data_dir (or --data-dir): a folder with train/ and val/ "
+                        "class folders, or class folders directly")
+    root = Path(cfg.data_dir).expanduser()
+    val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        train, test = _class_files(root / "train"), _class_files(val_dir)
+        if list(train) != list(test):
+            raise DataError(f"{root}: train/ has classes {list(train)[:5]} but {val_dir.name}/ has {list(test)[:5]}; "
+                            f"give both the same class folders")
+        names = list(train)
+        return names, _samples(train, names), _samples(test, names), f"{val_dir.name}/"
+    classes = _class_files(root)
+    names, train_s, test_s = list(classes), [], []
+    for label, name in enumerate(names):  # per class, so every class is in both splits
+        files = classes[name]
+        n_test = max(1, round(cfg.test_fraction * len(files)))
+        if n_test >= len(files):
+            raise DataError(f"{root / name}: {len(files)} image(s) cannot give both a train and a test split at "
+                            f"data.test_fraction={cfg.test_fraction}; add images or give train/ and val/ folders")
+        order = torch.randperm(len(files), generator=torch_generator(seed, "imagefolder_split", name)).tolist()
+        test_s += [(files[i], label) for i in sorted(order[:n_test])]
+        train_s += [(files[i], label) for i in sorted(order[n_test:])]
+    return names, train_s, test_s, f"test_fraction={cfg.test_fraction}"
+
+
+def _samples(classes: dict[str, list[Path]], names: list[str]) -> list[tuple[Path, int]]:
+    return [(path, label) for label, name in enumerate(names) for path in classes[name]]
+
+
+def _is_gray(path: Path) -> bool:
+    """Whether an image has one channel (a palette image counts when its colors are all gray)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode == "P":
+                rgb = np.asarray(img.convert("RGB"))
+                return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+            return img.mode in GRAY_MODES
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); delete or replace the file") from None
+
+
+def _decode(path: Path, size: int, mode: str) -> np.ndarray:
+    """One image -> uint8 [C, size, size]: shorter side resized to ``size``, center crop."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            w, h = img.size
+            scale = size / min(w, h)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            if (new_w, new_h) != (w, h):
+                img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); delete or replace the file") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _stack(samples: list[tuple[Path, int]], size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.stack([_decode(path, size, mode) for path, _ in samples])  # [N, C, S, S] uint8
+    return torch.from_numpy(images), torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def _stats(cfg: DataConfig, train_x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: the recipe's, else the training pixels' (in [0, 1])."""
+    channels = train_x.shape[1]
+    if cfg.mean is None and cfg.std is None:
+        pixels = train_x.transpose(0, 1).reshape(channels, -1).double() / 255.0
+        mean, std = pixels.mean(1), pixels.std(1, unbiased=False).clamp_min(1e-6)
+        return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+    if cfg.mean is None or cfg.std is None or len(cfg.mean) != channels or len(cfg.std) != channels:
+        raise DataError(f"data.mean and data.std must both be given, with {channels} value(s) each (the images have "
+                        f"{channels} channel(s)), or both be omitted to compute them from the training images")
+    if min(cfg.std) <= 0:
+        raise DataError(f"data.std: {cfg.std} must be positive")
+    return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+
+
+def read_image_folder(cfg: DataConfig, seed: int):
+    """((train_x, train_y, test_x, test_y), class names, (mean, std), source description)."""
+    names, train_s, test_s, split = _layout(cfg, seed)
+    gray = all(_is_gray(path) for path, _ in train_s)
+    mode = "L" if gray else "RGB"
+    train_x, train_y = _stack(train_s, cfg.image_size, mode)
+    test_x, test_y = _stack(test_s, cfg.image_size, mode)
+    source = f"{Path(cfg.data_dir).expanduser()} ({split})"
+    return (train_x, train_y, test_x, test_y), names, _stats(cfg, train_x), source
