@@ -127,6 +127,9 @@ def _check_describes(model: nn.Module, recipe: Recipe, data_info: dict) -> None:
         raise ModelError(f"the recipe does not build a model ({err})") from None
     ours = [(n, tuple(m.weight.shape)) for n, m in masked_layers(model)]
     theirs = [(n, tuple(m.weight.shape)) for n, m in masked_layers(built)]
+    if theirs and not ours:
+        raise ModelError("this model has no subnet layers (popcli.load's default mode='infer' bakes them); load it "
+                         "with popcli.load(path, mode='search') to save it again")
     if ours != theirs:
         first = next((a, b) for a, b in zip(ours + [None] * len(theirs), theirs + [None] * len(ours)) if a != b)
         raise ModelError(f"the recipe ({recipe.model.arch!r}) does not describe this model: masked layer {first[0]} "
