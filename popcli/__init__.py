@@ -16,24 +16,34 @@ from .errors import PopcliError  # noqa: E402
 
 
 
-def load(path, device="cpu", mask=None):
-    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``);
+def load(path, device="cpu", mask=None, mode="infer", fold_bn=True):
+    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``):
+    ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
+    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
     ``mask`` names one of a multi-mask file's masks (None: its first)."""
     from .artifact import load as _load
 
-    return _load(path, device, mask)
+    return _load(path, device, mask, mode=mode, fold_bn=fold_bn)
 
 
 def save(model, path, **kwargs):
-    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments)."""
+    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments);
+    a model from ``create_model``/``subnetify`` needs no recipe."""
     from .artifact import save as _save
 
     return _save(model, path, **kwargs)
 
 
-def subnetify(module, density, **kwargs):
-    """Conv2d/Linear -> subnet layers at ``density`` (see ``popcli.nn.subnetify`` for the arguments)."""
-    from .nn import subnetify as _subnetify
+def create_model(arch, **kwargs):
+    """A registered architecture ready to search, describing itself (see ``popcli.library.create_model``)."""
+    from .library import create_model as _create
+
+    return _create(arch, **kwargs)
+
+
+def subnetify(module, density=0.5, **kwargs):
+    """Any torch module -> subnet layers with portable weights (see ``popcli.library.subnetify``)."""
+    from .library import subnetify as _subnetify
 
     return _subnetify(module, density, **kwargs)
 
@@ -48,4 +58,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PopcliError", "__version__", "load", "save", "search", "subnetify"]
+__all__ = ["PopcliError", "__version__", "create_model", "load", "save", "search", "subnetify"]

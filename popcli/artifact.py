@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__, artifact_schema, codecs, rng
+from . import __version__, artifact_schema, codecs, preprocess, rng
 from .artifact_schema import LayerRecord, strict_json
 from .checkpoint import storage_error, write_atomic
 from .errors import ArtifactError, OutputExists, PopcliError
+from .loaded import fill_frozen, finish_load, frozen_records
 from .methods import store as method_store
 from .models import build_architecture, init_density, masked_layers
 from .models.external import require_source, source_record as model_source_record
@@ -84,9 +85,10 @@ def content_sha256(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> 
 # --------------------------------------------------------------------------- writing
 
 
-def _state_tensors(model: nn.Module) -> dict[str, np.ndarray]:
-    """Everything in the state dict a seed cannot regenerate: not masked weights, not scores."""
+def _state_tensors(model: nn.Module, frozen: list[str] = ()) -> dict[str, np.ndarray]:
+    """Everything in the state dict a seed cannot regenerate: not masked weights, not scores, not ``frozen``."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    skip.update(frozen)
     return {STATE + key: value.detach().cpu().contiguous().numpy()
             for key, value in model.state_dict().items() if key not in skip}
 
@@ -123,23 +125,32 @@ def check_output(path: Path, force: bool, option: str) -> None:
         raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
 
 
-def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[str, Any],
+def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, data_info: dict[str, Any] | None = None,
          metrics: dict[str, Any] | None = None, codec: str = "auto", force: bool = False,
          checkpoint_bytes: int | None = None) -> Artifact:
     """Write ``model`` (built by popcli from ``recipe``) as an artifact at ``path``, atomically.
 
     ``data_info`` = {"shape": [C, H, W], "num_classes": K}; ``codec``: auto, packbits or rans.
+    Without them, the model's own description (``popcli.create_model``/``subnetify``) is used;
+    either way the recipe must build the model's layers (``library.description``).
     An existing file is kept unless ``force``. Returns the artifact as written (read back).
     """
+    from .library import description
     from .models import refresh_global_masks
 
+    try:
+        recipe, data_info = description(model, recipe, data_info)
+    except PopcliError as err:
+        raise ArtifactError(str(err)) from None
     path = Path(path)
     check_output(path, force, "-o")
     model = model.eval()
     refresh_global_masks(model)
     records, bits = _masked_records(model, recipe)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
-    tensors = {MASKS: data, **_state_tensors(model)} if records else _state_tensors(model)
+    frozen = frozen_records(model, recipe)  # regenerated from the seed at load: not stored
+    state = _state_tensors(model, [r["name"] for r in frozen])
+    tensors = {MASKS: data, **state} if records else state
     method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
     tensors.update(method_tensors)
     metadata = {
@@ -160,6 +171,9 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe, data_info: dict[
     source = model_source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)
     if source is not None:
         metadata["model_source"] = json.dumps(source, separators=(",", ":"))
+    if frozen:
+        metadata["frozen"] = json.dumps(frozen, separators=(",", ":"))
+    metadata["preprocessing"] = json.dumps(preprocess.data_config(recipe, data_info), separators=(",", ":"))
     metadata["content_sha256"] = content_sha256(metadata, tensors)
     from safetensors.numpy import save as safetensors_bytes
 
@@ -402,6 +416,7 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
 def _check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
     """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes, dtypes."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    skip.update(fill_frozen(model, art))  # frozen biases / parameters: regenerated from the seed, checked
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
     stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}
     for key in sorted(set(wanted) ^ set(stored)):
@@ -415,14 +430,22 @@ def _check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
     return stored
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None) -> nn.Module:
+def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None, *, mode: str = "infer",
+         fold_bn: bool = True) -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
     ``mask``: which named mask of a multi-mask file (None: its first, popcli.multimask).
 
-    Subnet layers keep their structure, each frozen to its stored mask (``fix_mask``: no scores,
-    ``layer.mask()`` is the mask); logits equal the searched model's bit for bit on the same
-    device and torch version. To train further, resume the search's checkpoint instead.
+    ``mode="infer"`` (the default, for deployment): masked layers become plain frozen
+    Conv2d/Linear holding ``w * mask`` and, with ``fold_bn``, batch norms are folded into them
+    (``popcli.bake``'s fold), so a forward costs what the baked dense model's does; logits equal
+    the searched model's bit for bit with ``fold_bn=False`` (or no batch norm), to float32
+    rounding otherwise. ``mode="search"``: subnet layers whose trainable scores select exactly
+    the stored mask (``layer.mask()``; see ``loaded.finish_load``), to continue a search or
+    inspect masks; logits bit for bit. (Bit for bit: on the same device and torch version.)
     """
+    if mode not in ("infer", "search"):
+        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
+                            f"layers with scores)")
     from .multimask import select
 
     art = select(read(path), mask)
@@ -435,4 +458,4 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
     if left:
         raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return model.to(device).eval()
+    return finish_load(model, art, mode, fold_bn).to(device).eval()

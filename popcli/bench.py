@@ -162,7 +162,8 @@ def _open(path: Path, mask: str | None = None) -> _Source:
 
         art = select(artifact.read(path), mask)  # one named mask of a multi-mask file (None: its first)
         return _Source("artifact", art.recipe, tuple(int(d) for d in art.data_info["shape"]),
-                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"), artifact.load(path, mask=mask),
+                       json.loads(art.metadata.get("metrics", "{}")).get("test_acc"),
+                       artifact.load(path, mask=mask, mode="search"),
                        art.metadata["content_sha256"])
     if mask is not None:
         raise EvalError(f"--mask {mask!r} selects a mask of a multi-mask artifact; {path} is not an artifact")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, onnx_export
+from . import __version__, onnx_export, preprocess
 from .bake import bake, count, prune_dead_units
 from .bench import CALIBRATION_IMAGES, accuracy, latency, real_inputs
 from .artifact import check_output
@@ -31,6 +31,7 @@ def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha
         "popcli.source_sha256": source_sha256, "popcli.dead_units_removed": str(pruned).lower(),
         "popcli.data": json.dumps({**data_info, "dataset": recipe.data.dataset}, separators=(",", ":")),
         "popcli.recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
+        **preprocess.onnx_metadata(preprocess.data_config(recipe, data_info)),
     }
 
 

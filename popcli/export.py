@@ -122,7 +122,8 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         if out is not None:
             raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
-        model, recipe, info, report = artifact.load(source), art.recipe, art.data_info, {"source": str(source)}
+        model, recipe, report = artifact.load(source, mode="search"), art.recipe, {"source": str(source)}
+        info = model.popcli_description["data_info"]  # with the preprocessing the file records
         source_sha = art.metadata["content_sha256"]
     else:
         ckpt = find_checkpoint(source)

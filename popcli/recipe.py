@@ -32,6 +32,9 @@ class ModelConfig:
     width: float = 1.0  # channel / unit multiplier
     hidden: list[int] = field(default_factory=lambda: [300, 100])  # fc only: hidden layer sizes
     batchnorm: bool = False  # fc / convN only: non-affine BN after each hidden layer
+    biases: Literal["drop", "frozen", "train"] = "drop"  # torchvision models: masked layers' biases (docs/ALGORITHM.md)
+    norms: Literal["nonaffine", "train"] = "nonaffine"  # torchvision models: norm gamma/beta removed or trained
+    params: Literal["train", "frozen"] = "train"  # other parameters (class token, layer scale, ...)
 
 
 @dataclass

@@ -251,6 +251,17 @@ def generate_weight(seed: int, name: str, shape: Sequence[int], init: str, densi
     return torch.from_numpy(flat).reshape(shape)
 
 
+def generate_tensor(seed: int, name: str, shape: Sequence[int], distribution: str, scale: float) -> torch.Tensor:
+    """A portable float32 tensor for a non-weight parameter (a frozen or initial bias, a class
+    token, ...) from the stream ``"param:" + name``: ``distribution`` "uniform" gives U(-scale,
+    scale) (2q * scale), "normal" N(0, scale^2), by the same float32 transforms as the weights."""
+    shape = tuple(int(s) for s in shape)
+    if distribution not in ("uniform", "normal"):
+        raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+    flat = _from_uniform(seed, "param:" + name, math.prod(shape), float(np.float32(scale)), distribution == "normal")
+    return torch.from_numpy(flat).reshape(shape)
+
+
 def weight_sha256(weight: torch.Tensor) -> str:
     """SHA-256 hex digest of a float32 weight's little-endian bytes in C order."""
     array = weight.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)

@@ -32,13 +32,16 @@ def run(tmp_path: Path, *extra: str, name: str = "run") -> Path:
 
 
 def assert_same_model(run_dir: Path, path: Path) -> None:
-    """The loaded model gives the searched model's logits bit for bit, and the same accuracy."""
+    """The loaded model gives the searched model's logits bit for bit (plain layers without batch-norm
+    folding, and subnet layers), and the same accuracy; folded, to float32 rounding."""
     searched, recipe, _, _ = model_from_checkpoint(run_dir / "last.pt")
-    loaded = popcli.load(path)
-    assert not loaded.training
+    loaded, subnet, folded = popcli.load(path, fold_bn=False), popcli.load(path, mode="search"), popcli.load(path)
+    assert not loaded.training and not subnet.training
     splits = load_data(recipe.data, recipe.seed)
     x, _ = next(splits.test.batches())
-    assert torch.equal(searched(x), loaded(x))
+    with torch.no_grad():
+        assert torch.equal(searched(x), loaded(x)) and torch.equal(searched(x), subnet(x))
+        torch.testing.assert_close(folded(x), searched(x), rtol=1e-5, atol=1e-5)
     assert evaluate(searched, splits.test) == evaluate(loaded, splits.test)
 
 

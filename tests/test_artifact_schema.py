@@ -36,13 +36,13 @@ def test_version_1_files_still_load_exactly(path, tmp_path):
     """A v1 file (written by the v1 writer) loads; re-saved it is a v2 file of the same model."""
     old = artifact.read(path)
     assert old.metadata["format_version"] == "1" and isinstance(json.loads(old.metadata["recipe"])["seed"], int)
-    model = popcli.load(path)
+    model = popcli.load(path, mode="search")  # subnet layers: what a saver writes
     new = popcli.save(model, tmp_path / "v2.safetensors", recipe=old.recipe, data_info=old.data_info, codec=old.codec)
     assert new.metadata["format_version"] == "2"
     assert json.loads(new.metadata["recipe"])["seed"] == str(old.recipe.seed)  # exact in any JSON parser
     assert new.layers == old.layers and sorted(new.tensors) == sorted(old.tensors)
     x = torch.randn(5, *old.data_info["shape"], generator=torch.Generator().manual_seed(0))
-    assert torch.equal(popcli.load(tmp_path / "v2.safetensors")(x), model(x))
+    assert torch.equal(popcli.load(tmp_path / "v2.safetensors", mode="search")(x), model(x))
     has_0d = any(t.ndim == 0 for t in old.tensors.values())
     assert (new.metadata["content_sha256"] != old.metadata["content_sha256"]) or not has_0d
 
@@ -195,7 +195,7 @@ def test_duplicate_keys_and_harmless_edits(bases, tmp_path):
 
 
 def test_writer_keeps_metrics_strict_json(bases, tmp_path):
-    model = popcli.load(bases[0])
+    model = popcli.load(bases[0], mode="search")
     art = artifact.read(bases[0])
     written = popcli.save(model, tmp_path / "n.safetensors", recipe=art.recipe, data_info=art.data_info,
                           metrics={"test_acc": 0.5, "test_loss": float("nan"), "note": Path("x")})

@@ -130,7 +130,7 @@ def test_save_load_exact_and_onnx_parity(tmp_path, method, extra, onnx):
         parity = report["onnx"]["parity"]  # checked by the export itself too
         assert parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
     searched, recipe, _, _ = model_from_checkpoint(run_dir / "last.pt")
-    loaded = popcli.load(tmp_path / "a.safetensors")
+    loaded = popcli.load(tmp_path / "a.safetensors", mode="search")  # subnet layers, bit for bit
     x = torch.randn(16, 1 if "conv2" not in str(extra) else 3, 8, 8, generator=torch.Generator().manual_seed(2))
     assert torch.equal(searched(x), loaded(x))
     for (_, a), (_, b) in zip(_subnets(searched), _subnets(loaded)):
@@ -250,7 +250,7 @@ def test_multi_mask_file_loads_each_task_exactly(task_runs, tmp_path):
 
     for i in range(3):
         searched, recipe, _, _ = model_from_checkpoint(task_runs / f"t{i}" / "last.pt")
-        loaded = popcli.load(tmp_path / "m.safetensors", mask=f"t{i}")
+        loaded = popcli.load(tmp_path / "m.safetensors", mask=f"t{i}", mode="search")  # bit for bit
         assert recipe.data.permute_task == i
         x, _ = next(load_data(recipe.data, recipe.seed).test.batches())  # the task's own permuted images
         assert torch.equal(searched(x), loaded(x))

@@ -26,7 +26,7 @@ import torch
 import popcli
 from popcli import rng, kernels
 from popcli.models import masked_layers
-model = popcli.load(sys.argv[1])
+model = popcli.load(sys.argv[1], mode="search")  # subnet layers: masks to compare
 x, y = torch.load(sys.argv[2], weights_only=True)  # the run's test split, as the searching machine made it
 logits = model(x)
 print(json.dumps({

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .. import methods, rng
+from .. import methods, policy, rng
 from ..errors import ModelError
 from ..nn import SubnetMixin, densify, global_topk_masks
 from ..recipe import ModelConfig, SearchConfig
@@ -192,9 +192,13 @@ def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_c
     if masked and not 0.0 < search_cfg.density <= 1.0:
         raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
     builder = get_model_builder(model_cfg.arch)
+    # builders that convert foreign definitions (torchvision) take the bias/norm policies (policy.py)
+    extra = {"biases": model_cfg.biases, "norms": model_cfg.norms} if getattr(builder, "popcli_policies", False) else {}
     model = builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=model_cfg.width,
                     hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm,
-                    **layer_factories(search_cfg.density if masked else None))
+                    **layer_factories(search_cfg.density if masked else None), **extra)
+    if extra:
+        policy.check_unhandled(model, allow_unhandled=False)
     model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
     methods.configure([layer for _, layer in masked_layers(model)], search_cfg.method)
     return model
@@ -211,6 +215,7 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
     model = build_architecture(model_cfg, search_cfg, in_channels=in_channels, image_size=image_size,
                                num_classes=num_classes)
     init_weights(model, seed, model_cfg.init, init_density(search_cfg))
+    policy.init_params(model, seed, model_cfg.biases, model_cfg.params)
     if methods.get_method(search_cfg.method).topk and search_cfg.global_topk:
         enable_global_topk(model, search_cfg.density)
     if search_cfg.method == "supermask":

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
+from .attention import SubnetMultiheadAttention
 from .layers import SubnetConv2d, SubnetLinear, SubnetMixin
 
 KeepDense = Callable[[str, nn.Module], bool] | Collection[str] | None
@@ -37,43 +38,96 @@ def _keep_fn(keep_dense: KeepDense) -> Callable[[str, nn.Module], bool]:
     return lambda name, module: name in names
 
 
-def _plain(module: nn.Conv2d | nn.Linear, device: torch.device) -> nn.Conv2d | nn.Linear:
-    """A trainable, bias-free copy of a Conv2d/Linear on ``device`` (weight copied unless either is meta).
+def _plain(module: nn.Conv2d | nn.Linear, device: torch.device, bias: bool = False) -> nn.Conv2d | nn.Linear:
+    """A trainable copy of a Conv2d/Linear on ``device`` (weight, and the bias with ``bias``, copied
+    unless either is meta; zero otherwise). Bias-free unless ``bias`` and ``module`` has one.
 
     Built on meta and then materialized: torch's constructor init would draw from the global RNG.
     """
+    bias = bias and module.bias is not None
     if isinstance(module, nn.Conv2d):
         new = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                        module.dilation, module.groups, bias=False, padding_mode=module.padding_mode, device="meta")
+                        module.dilation, module.groups, bias=bias, padding_mode=module.padding_mode, device="meta")
     else:
-        new = nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
+        new = nn.Linear(module.in_features, module.out_features, bias=bias, device="meta")
     new = new.to_empty(device=device)
     if device.type == "meta":
         return new
     with torch.no_grad():
-        if module.weight.device.type == "meta":
-            new.weight.zero_()
-        else:
-            new.weight.copy_(module.weight.detach())
+        for key in ("weight", "bias") if bias else ("weight",):
+            source = getattr(module, key)
+            getattr(new, key).copy_(source.detach()) if source.device.type != "meta" else getattr(new, key).zero_()
     return new
 
 
-def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, norm: str,
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
+def _drop_affine(norm: nn.Module) -> nn.Module:
+    """LayerNorm / GroupNorm without gamma/beta (their functional forms accept None)."""
+    norm.weight, norm.bias = None, None
+    if isinstance(norm, nn.LayerNorm):
+        norm.elementwise_affine = False
+    else:
+        norm.affine = False
+    return norm
+
+
+def _attention(name: str, mha: nn.MultiheadAttention, density: float, keep: Callable, bias: bool,
+               device: torch.device) -> nn.Module | None:
+    """A SubnetMultiheadAttention for ``mha`` (plain projections when kept dense); None when not convertible."""
+    if not SubnetMultiheadAttention.convertible(mha):
+        return None  # left alone: the caller's report names it unhandled
+    new = SubnetMultiheadAttention.from_attention(mha, density, bias)
+    if keep(name, mha):
+        new.in_proj, new.out_proj = _plain(new.in_proj, device, bias), _plain(new.out_proj, device, bias)
+    return new
+
+
+def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, norm: str, bias: bool,
                  device: torch.device) -> nn.Module | None:
     """The replacement of one module, or None to leave it (and recurse into its children)."""
-    if isinstance(module, SubnetMixin):
-        return None
+    if isinstance(module, (SubnetMixin, SubnetMultiheadAttention)):
+        return module  # already converted: left as it is, children included
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention(name, module, density, keep, bias, device)
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         if keep(name, module):
-            return _plain(module, device)
+            return _plain(module, device, bias)
         if isinstance(module, nn.Conv2d):
-            return SubnetConv2d.from_conv(module, density)
-        return SubnetLinear.from_linear(module, density)
+            return SubnetConv2d.from_conv(module, density, bias)
+        return SubnetLinear.from_linear(module, density, bias)
     if norm == "nonaffine" and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         # Fresh running stats: without gamma/beta the source's statistics would not mean the same.
         return type(module)(module.num_features, eps=module.eps, momentum=module.momentum, affine=False,
                             track_running_stats=module.track_running_stats)
+    if norm == "nonaffine" and isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        return _drop_affine(module)
     return None
+
+
+def _materialize(root: nn.Module, device: torch.device) -> None:
+    """Parameters still on meta (biases kept, affine norms, class tokens, ...) -> zeros on ``device``
+    (norms: their deterministic reset, gamma 1 / beta 0 / fresh statistics). The caller fills
+    them (``popcli.models.init_weights``); buffers of other modules cannot be rebuilt and stay."""
+    for module in root.modules():
+        own = [t for t in module._parameters.values() if t is not None and t.device.type == "meta"]
+        if not own and not (isinstance(module, _NORMS) and any(
+                b is not None and b.device.type == "meta" for b in module._buffers.values())):
+            continue
+        for key, tensor in module._parameters.items():
+            if tensor is not None and tensor.device.type == "meta":
+                module._parameters[key] = nn.Parameter(torch.zeros(tensor.shape, dtype=tensor.dtype, device=device),
+                                                       requires_grad=tensor.requires_grad)
+        if isinstance(module, _NORMS):
+            for key, tensor in module._buffers.items():
+                if tensor is not None and tensor.device.type == "meta":
+                    module._buffers[key] = torch.zeros(tensor.shape, dtype=tensor.dtype, device=device)
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.track_running_stats:
+                module.reset_running_stats()
+            if getattr(module, "weight", None) is not None:
+                with torch.no_grad():
+                    module.weight.fill_(1.0)
 
 
 def _replace(root: nn.Module, convert: _Convert, device: torch.device) -> nn.Module:
@@ -103,16 +157,20 @@ def _check_materialized(module: nn.Module) -> None:
             owner = module.get_submodule(owner_name)
             raise ModelError(
                 f"layer {owner_name or '<root>'} ({type(owner).__name__}) is still on the meta device: subnetify "
-                f"materializes only Conv2d, Linear and BatchNorm1d/2d (with norm='nonaffine'); build that layer "
-                f"on a real device or replace it before converting")
+                f"materializes parameters and norm statistics, not other buffers; build that layer on a real "
+                f"device or replace it before converting")
 
 
 def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None, norm: str = "nonaffine",
-              device: str | torch.device = "cpu") -> nn.Module:
-    """Conv2d/Linear -> SubnetConv2d/SubnetLinear at ``density`` (biases dropped).
+              biases: str = "drop", device: str | torch.device = "cpu") -> nn.Module:
+    """Conv2d/Linear -> SubnetConv2d/SubnetLinear at ``density``, packed nn.MultiheadAttention ->
+    SubnetMultiheadAttention (both projections masked).
 
-    ``norm="nonaffine"`` replaces every BatchNorm1d/2d by a non-affine one of the same size
-    (fresh running stats); ``norm="keep"`` leaves batch norms alone. ``keep_dense`` selects
+    ``biases="drop"`` removes the biases of converted layers; ``"keep"`` keeps them (copied, or
+    zero on meta). ``norm="nonaffine"`` replaces every BatchNorm1d/2d by a non-affine one of the
+    same size (fresh running stats) and removes LayerNorm/GroupNorm gamma/beta; ``norm="keep"``
+    leaves norms alone. Other parameters still on meta are materialized as zeros (see
+    ``_materialize``): structure only, ``popcli.models.init_weights`` fills values. ``keep_dense`` selects
     Conv2d/Linear layers that stay plain (real, trainable, bias dropped): a callable
     (qualified_name, module) -> bool, or a collection of qualified names (``named_modules``).
     Existing subnet layers are left as they are. Converts in place and returns the root (a new
@@ -121,14 +179,40 @@ def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None
     """
     if norm not in ("nonaffine", "keep"):
         raise ModelError(f"norm must be 'nonaffine' or 'keep', got {norm!r}")
+    if biases not in ("drop", "keep"):
+        raise ModelError(f"biases must be 'drop' or 'keep', got {biases!r}")
     if not 0.0 < density <= 1.0:
         raise ModelError(f"density must be in (0, 1], got {density}")
     keep = _keep_fn(keep_dense)
     device = torch.device(device)
-    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, norm, device), device)
+    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, norm, biases == "keep", device),
+                         device)
     if device.type != "meta":
+        _materialize(converted, device)
         _check_materialized(converted)
     return converted
+
+
+def _baked(layer: SubnetMixin) -> nn.Conv2d | nn.Linear:
+    """A frozen plain layer holding exactly the bits the subnet layer multiplies in eval: w * mask."""
+    plain = _plain(layer, torch.device("meta")).to_empty(device=layer.weight.device)
+    with torch.no_grad():
+        was_training = layer.training
+        layer.eval()
+        plain.weight = nn.Parameter(layer._cached_weight().clone(), requires_grad=False)
+        layer.train(was_training)
+        if getattr(layer, "bias", None) is not None:
+            plain.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    return plain.train(was_training)
+
+
+def bake_subnets(module: nn.Module) -> nn.Module:
+    """SubnetConv2d/SubnetLinear -> frozen plain Conv2d/Linear holding ``w * mask`` (and the bias, if
+    any): the found subnetwork as ordinary layers, same logits bit for bit, dense speed. Batch
+    norms stay (``popcli.bake`` folds them, which changes the last bits). Converts in place and
+    returns the root (new when the root is a subnet layer)."""
+    return _replace(module, lambda name, m: _baked(m) if isinstance(m, SubnetMixin) else None,
+                    torch.get_default_device())
 
 
 def densify(module: nn.Module, device: str | torch.device = "cpu") -> nn.Module:

@@ -6,9 +6,14 @@ layer (see ``topk.topk_mask``). Backward is straight-through on the ranked quant
 code applies its estimator to ``scores.abs()``; without the sign, negative scores train the
 wrong way). ``w`` gets no gradient.
 The mask is recomputed every training forward (scores move) and cached in eval mode until the
-scores change. Training on the CPU runs the same function in fused passes (``fused``), bit for
+scores change. The effective weight itself is cached too wherever nothing can train it (a fixed
+mask, or eval mode with no gradient to the scores): computed once when the weight, scores, mask
+or density change and dropped on ``.train()``/``.eval()``, so an eval forward is a plain
+conv/linear. Training on the CPU runs the same function in fused passes (``fused``), bit for
 bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
-Biases are not supported: edge-popup masks weights only, and the paper's models have none.
+A layer may carry a bias (``bias=True``): edge-popup masks weights only, so a bias is added as
+it is; whether it trains, stays frozen or is dropped is the converter's policy (``subnetify``).
+The paper's models have none.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch.nn.functional as F
 
 from . import cpu_kernels
 from .fused import FusedStraightThroughMask
-from .topk import ThresholdTracker, topk_mask
+from .topk import ThresholdTracker, kept_count, topk_mask
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -83,12 +88,19 @@ class SubnetMixin:
         self.sampled = False  # supermask mode (see the class docstring)
         self.rule = None  # another method's layer rule (popcli.methods: biprop, signed supermask); None: edge-popup
         self.mask_sample: torch.Tensor | None = None  # supermask: this step's Bernoulli draw
+        self._weight_cache: tuple | None = None  # (key, w * mask, mask_override): see effective_weight
         nn.init.zeros_(self.scores)
+
+    def train(self, mode: bool = True):
+        self._weight_cache = None  # a cached effective weight is only for what follows; modes start afresh
+        return super().train(mode)
 
     def reset_parameters(self) -> None:
         """Called by the torch constructor: zero weight, no global RNG. popcli's portable
-        generator fills the weight afterwards (models.init_weights)."""
+        generator fills the weight (and a bias) afterwards (models.init_weights)."""
         nn.init.zeros_(self.weight)
+        if getattr(self, "bias", None) is not None:
+            nn.init.zeros_(self.bias)
 
     def reset_scores(self, generator: torch.Generator | None = None, center: float = 0.0) -> None:
         """Scores ~ center + U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (or the rule's bound), drawn on the
@@ -98,6 +110,28 @@ class SubnetMixin:
         values = torch.empty(self.scores.shape).uniform_(-bound, bound, generator=generator) + center
         with torch.no_grad():
             self.scores.copy_(values)
+
+    def reset_scores_to_mask(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> bool:
+        """Trainable scores whose top-k is exactly ``mask`` (bool, the weight's shape), to continue a
+        search from a found subnetwork: U(-b, b) from ``generator`` (b = 1/sqrt(fan_in)), and
+        |s| + 2b where kept, so every kept s (>= 2b) exceeds every dropped |s| (<= b): the same
+        mask by |s| (edge-popup) and by s (supermask's signed ranking).
+        ``density`` becomes the kept fraction. False (nothing changed) when no density keeps
+        exactly that many (an empty mask)."""
+        kept, n = int(mask.sum()), mask.numel()
+        if kept_count(n, kept / n) != kept:
+            return False
+        self.scores = nn.Parameter(torch.empty_like(self.weight))  # a fixed-mask layer holds an empty one
+        self.reset_scores(generator)
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            s = self.scores.detach()
+            self.scores.copy_(torch.where(mask.to(s.device), s.abs() + 2 * bound, s))
+        self.scores.requires_grad_(True)
+        self.fixed_mask, self.density = None, kept / n
+        self._mask_cache.clear()
+        self._weight_cache = None
+        return True
 
     def fix_mask(self, mask: torch.Tensor, kept: int | None = None) -> None:
         """Freeze this layer to ``mask`` (bool, the weight's shape; ``kept``: its count of ones,
@@ -109,6 +143,7 @@ class SubnetMixin:
         self.scores = nn.Parameter(torch.empty(0, device=self.weight.device), requires_grad=False)
         self.density = (int(mask.sum()) if kept is None else kept) / mask.numel()
         self._mask_cache.clear()
+        self._weight_cache = None
 
     def mask(self) -> torch.Tensor:
         """Boolean keep-mask of the weight's shape: the found subnetwork (cached in eval mode)."""
@@ -142,12 +177,37 @@ class SubnetMixin:
             self._mask_cache[dtype] = self._mask_cache[torch.bool].to(dtype)
         return self._mask_cache[dtype]
 
+    def _weight_key(self) -> tuple:
+        """What the effective weight depends on: weight and scores (storage, version), density, mask."""
+        w, s, fixed = self.weight, self.scores, self.fixed_mask
+        return (w.data_ptr(), w._version, w.dtype, w.device, s.data_ptr(), s._version, self.density,
+                id(self.mask_override), None if fixed is None else (id(fixed), fixed.data_ptr(), fixed._version))
+
+    def _cached_weight(self) -> torch.Tensor:
+        """w * mask computed once per ``_weight_key`` (no autograd graph; a normal tensor even
+        when first computed under inference_mode, so it also serves later grad-enabled calls)."""
+        key = self._weight_key()
+        cache = self._weight_cache
+        if cache is None or cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                if self.rule is not None:
+                    value = self.rule.effective_weight(self)
+                else:
+                    value = self.weight * self._mask(self.weight.dtype)
+            cache = self._weight_cache = (key, value, self.mask_override)  # holding the override pins its id
+        return cache[1]
+
     @torch.compiler.disable  # data-dependent selection (and C kernels): torch.compile runs it eagerly
     def effective_weight(self) -> torch.Tensor:
-        """w * mask, differentiable in the scores (straight-through); a rule's own product if it has one."""
+        """w * mask, differentiable in the scores (straight-through); a rule's own product if it has
+        one; cached where nothing trains it (a rule's product: only for a fixed mask, whose rule
+        state is restored before the first forward)."""
+        trains = torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad)
+        if not trains and (self.fixed_mask is not None or (not self.training and self.rule is None)):
+            return self._cached_weight()  # a loaded subnetwork, or eval without gradients to train
         if self.rule is not None:
             return self.rule.effective_weight(self)
-        if self.fixed_mask is not None:  # a loaded subnetwork: no scores to train
+        if self.fixed_mask is not None:
             return self.weight * self._mask(self.weight.dtype)
         if self.training and self.sampled:
             return _SampledMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
@@ -170,52 +230,65 @@ class SubnetConv2d(SubnetMixin, nn.Conv2d):
     """Conv2d whose weight is frozen and masked by the top-k of a trainable score."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, density: float = 0.5, padding_mode: str = "zeros"):
+                 dilation=1, groups: int = 1, density: float = 0.5, padding_mode: str = "zeros", bias: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         bias=False, padding_mode=padding_mode)
+                         bias=bias, padding_mode=padding_mode)
         self._init_subnet(density)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), None)
+        return self._conv_forward(x, self.effective_weight(), self.bias)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, density: float) -> "SubnetConv2d":
-        """Same geometry as ``conv`` (bias dropped), weight copied when ``conv`` has real data."""
+    def from_conv(cls, conv: nn.Conv2d, density: float, bias: bool = False) -> "SubnetConv2d":
+        """Same geometry as ``conv`` (its bias kept only with ``bias``); weight and bias copied when
+        ``conv`` has real data."""
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, density, conv.padding_mode)
-        if conv.weight.device.type != "meta":
-            layer.weight.data.copy_(conv.weight.data)
+                    conv.dilation, conv.groups, density, conv.padding_mode, bias=bias and conv.bias is not None)
+        _copy_from(layer, conv)
         return layer
 
     def to_conv(self) -> nn.Conv2d:
         """A plain Conv2d holding ``w * mask``: the found subnetwork, baked."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, bias=False, padding_mode=self.padding_mode)
+                         self.dilation, self.groups, bias=self.bias is not None, padding_mode=self.padding_mode)
         conv.weight.data.copy_(self._baked_weight())
+        if self.bias is not None:
+            conv.bias.data.copy_(self.bias.detach())
         return conv
 
 
 class SubnetLinear(SubnetMixin, nn.Linear):
     """Linear whose weight is frozen and masked by the top-k of a trainable score."""
 
-    def __init__(self, in_features: int, out_features: int, density: float = 0.5):
-        super().__init__(in_features, out_features, bias=False)
+    def __init__(self, in_features: int, out_features: int, density: float = 0.5, bias: bool = False):
+        super().__init__(in_features, out_features, bias=bias)
         self._init_subnet(density)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight())
+        return F.linear(x, self.effective_weight(), self.bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, density: float) -> "SubnetLinear":
-        layer = cls(linear.in_features, linear.out_features, density)
-        if linear.weight.device.type != "meta":
-            layer.weight.data.copy_(linear.weight.data)
+    def from_linear(cls, linear: nn.Linear, density: float, bias: bool = False) -> "SubnetLinear":
+        layer = cls(linear.in_features, linear.out_features, density, bias=bias and linear.bias is not None)
+        _copy_from(layer, linear)
         return layer
 
     def to_linear(self) -> nn.Linear:
-        linear = nn.Linear(self.in_features, self.out_features, bias=False)
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         linear.weight.data.copy_(self._baked_weight())
+        if self.bias is not None:
+            linear.bias.data.copy_(self.bias.detach())
         return linear
+
+
+def _copy_from(layer: nn.Module, source: nn.Module) -> None:
+    """Copy ``source``'s weight (and bias, when both have one) into ``layer``, unless ``source`` is on meta."""
+    if source.weight.device.type == "meta":
+        return
+    with torch.no_grad():
+        layer.weight.copy_(source.weight)
+        if layer.bias is not None:
+            layer.bias.copy_(source.bias)
 
 
 def NonAffineBatchNorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
