@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError, RecipeError
+from ..errors import EXIT_USAGE, DataError
 from ..recipe import DataConfig
 from ..rng import torch_generator
 from .base import DATASETS, DatasetInfo, Splits
@@ -45,6 +45,12 @@ AUGMENTS = {
     "synthetic": (Augment(), Augment(pad=2)),
 }
 _TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+class UnknownDataset(DataError):
+    """data.dataset names no dataset popcli reads: a recipe mistake (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _download(name: str, data_dir: str | None) -> None:
@@ -168,7 +174,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", sh
         raise DataError("this recipe was searched on your own Dataset (data.dataset: user), which popcli cannot "
                         "load by name; evaluate with your own data (popcli.search.evaluate) or pass a named dataset")
     if cfg.dataset not in DATASETS:
-        raise RecipeError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
+        raise UnknownDataset(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
     splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)
     for loader in (splits.train, splits.val, splits.test):
         if loader is not None:

@@ -104,7 +104,7 @@ def find_dataset(name: str, data_dir: str | None) -> Path | None:
 def not_found(name: str, data_dir: str | None) -> DataError:
     if data_dir:
         return DataError(f"{name} not found in data folder {data_dir!r} (data.data_dir / --data-dir; looked in it and "
-                         f"its sub-folders {', '.join(l for l in LAYOUTS[name] if l)}); put the files there, or drop "
-                         "data.data_dir to search the usual places")
+                         f"its sub-folders {', '.join(l for l in LAYOUTS[name] if l)}); put the files there, drop "
+                         f"data.data_dir to search the usual places, or {_HINTS[name]}")
     looked = ", ".join(str(r) for r in search_roots(data_dir))
     return DataError(f"{name} not found (looked in: {looked}); {_HINTS[name]}")
