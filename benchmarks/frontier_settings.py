@@ -50,7 +50,7 @@ class Settings:
 FULL_BASES = (
     Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", bl.MLPSpec(hidden=[300, 100]), 2, 2, 1),
     Base("quickstart", "popcli/recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 1, 1, 0.5,
-         dense_lrs=(0.1,), small_up_to=0.0, densities=(0.1, 0.03, 0.01)),
+         dense_lrs=(0.1,), small_up_to=0.0),
 )
 
 
