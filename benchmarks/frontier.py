@@ -309,10 +309,11 @@ def _jobs(ctx: Context):
 
 
 def read_done(path: Path) -> list[dict]:
+    """The CSV's rows, one per key: a point measured again (its state was missing) replaces the earlier row."""
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return list({row["key"]: row for row in csv.DictReader(f)}.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="recipe override for the popcli points (a new series, e.g. model.width=0.5)")
-    parser.add_argument("--report", action="store_true", help="only write the figure and print the table")
-    parser.add_argument("--matrix", action="store_true", help="print one row per series, one column per kept fraction")
+    parser.add_argument("--report", action="store_true", help="only write the figure and print the table (reads the CSV, measures nothing)")
+    parser.add_argument("--matrix", action="store_true", help="only print one row per series, one column per kept fraction (reads the CSV, measures nothing)")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
     args = parser.parse_args(argv)
     settings = tiny_settings() if args.tiny else Settings(bases=FULL_BASES)
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(settings, args.work, csv_path, rows=read_done(csv_path))
     ctx.done = {row["key"] for row in ctx.rows}
     torch.set_num_threads(settings.threads)
-    if not args.report:
+    if not (args.report or args.matrix):  # --matrix, like --report, only reads the CSV
         started = time.perf_counter()
         for pattern, job in _jobs(ctx):
             if args.only and not (fnmatch.fnmatch(pattern, args.only) or fnmatch.fnmatch(args.only, pattern)):
