@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__, artifact_schema, codecs, preprocess, rng
+from . import __version__, artifact_extras, artifact_schema, codecs, preprocess, rng
 from .artifact_schema import LayerRecord, strict_json
 from .checkpoint import storage_error, write_atomic
 from .errors import ArtifactError, OutputExists, PopcliError
@@ -272,6 +272,7 @@ def read(path: str | Path) -> Artifact:
                             f"re-export it")
     header = artifact_schema.parse(path, meta, int(meta["format_version"]))
     artifact_schema.check_tensors(path, tensors)
+    artifact_extras.check(path, meta, header.recipe.search.method, header.data_info, header.layers)
     art = Artifact(path, meta, header.recipe, header.data_info, header.layers, tensors, size)
     model = skeleton(art)
     _check_structure(model, art)  # before anything the layer records size is allocated

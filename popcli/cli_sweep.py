@@ -107,7 +107,7 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
     out_console.print(f"{report['ran']} run, {report['skipped']} skipped{failed} of {report['points']} points; "
                       f"{report['rows']} runs in {report['results']}", highlight=False)
     for figure in report.get("figures", []):
-        out_console.print(f"figure: {figure}", highlight=False)
+        out_console.print(f"figure: {figure}", highlight=False, soft_wrap=True)  # a path stays one copyable line
     for point in report["failed"]:
         err_console.print(f"[red]failed:[/red] {' '.join(point['point'])}: {point['error']} (folder {point['run_dir']}; "
                           "rerun the sweep to retry it)", highlight=False, soft_wrap=True)
@@ -127,4 +127,4 @@ def plot_command(
     from .plot import draw
 
     for figure in draw(results, out):
-        out_console.print(f"figure: {figure}", highlight=False)
+        out_console.print(f"figure: {figure}", highlight=False, soft_wrap=True)  # a path stays one copyable line

@@ -28,6 +28,7 @@ CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
+INPUT_SHAPES = {"fashion-mnist": [1, 28, 28], "mnist": [1, 28, 28], "cifar10": [3, 32, 32]}  # as popcli loads them
 
 
 def _known_stats(dataset: str | None, channels: int) -> tuple[list[float], list[float]]:
@@ -53,7 +54,8 @@ def data_config(recipe, data_info: dict[str, Any]) -> dict[str, Any]:
     mean = [float(v) for v in data_info.get("mean") or known_mean]
     std = [float(v) for v in data_info.get("std") or known_std]
     classes = int(data_info["num_classes"])
-    names = data_info.get("class_names") or CLASS_NAMES.get(dataset)
+    # a dataset's class names describe a model only if it reads that dataset's images
+    names = data_info.get("class_names") or (CLASS_NAMES.get(dataset) if INPUT_SHAPES.get(dataset) == shape else None)
     if names is not None and len(names) != classes:
         names = None  # not this model's classes: names would mislead
     return {"input_shape": shape, "num_classes": classes, "mean": mean, "std": std, "pixel_scale": 255,

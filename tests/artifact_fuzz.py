@@ -297,7 +297,7 @@ class Reference:
         self.tensors, meta = parts(good)
         self.described = described(meta)
         self.x = torch.randn(3, *json.loads(meta["data"])["shape"], generator=torch.Generator().manual_seed(0))
-        self.model = popcli.load(good)
+        self.model = popcli.load(good, mode="search")  # subnet layers and BN as stored: logits exact
         self.logits = self.model(self.x)
 
     def expected(self, tensors: dict[str, np.ndarray]) -> torch.Tensor | None:
@@ -349,7 +349,7 @@ def _load_outcome(path: Path, ref: Reference) -> tuple[str, str]:
     from popcli.errors import PopcliError
 
     try:
-        model = popcli.load(path)
+        model = popcli.load(path, mode="search")
     except PopcliError as err:
         return ("wrong", f"multi-line error {str(err)!r}") if "\n" in str(err) else ("error", str(err)[:200])
     except Exception as err:  # noqa: BLE001
