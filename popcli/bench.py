@@ -111,13 +111,23 @@ def real_inputs(recipe: Recipe, data_dir: str | None, *, test: int, train: int =
     return x_test, y_test, x_train
 
 
+def accuracies(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float | None]:
+    """(top-1, top-5) accuracy of ``predict`` (a batch -> logits [B, K] function) on (x, y);
+    top-5 is None for K <= 5 classes, where it would always be 1."""
+    correct = correct5 = classes = 0
+    for start in range(0, len(y), batch_size):
+        logits, labels = torch.as_tensor(predict(x[start:start + batch_size])), y[start:start + batch_size]
+        classes = logits.shape[1]
+        correct += int((logits.argmax(1) == labels).sum())
+        if classes > 5:
+            correct5 += int((logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum())
+    seen = max(1, len(y))
+    return correct / seen, (correct5 / seen if classes > 5 else None)
+
+
 def accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy of ``predict`` (a batch -> logits array/tensor function) on (x, y)."""
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        logits = torch.as_tensor(predict(x[start:start + batch_size]))
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
-    return correct / max(1, len(y))
+    return accuracies(predict, x, y, batch_size)[0]
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -247,7 +257,9 @@ def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | 
         predict, runtime = _predictor(engine, provider, threads)
         if "dense (unmasked)" not in name and "baked" not in name:  # accuracy of the model itself, per runtime
             on_event("accuracy", {"engine": name, "images": len(y)})
-            report["accuracy"][name] = accuracy(predict, x, y)
+            report["accuracy"][name], top5 = accuracies(predict, x, y)
+            if top5 is not None:  # more than 5 classes: top-5 too, as torchvision's references report
+                report.setdefault("top5", {})[name] = top5
         for size in sizes:
             batch = x[:size] if len(x) >= size else x.repeat(-(-size // len(x)), 1, 1, 1)[:size]
             on_event("latency", {"engine": name, "batch_size": size})

@@ -114,10 +114,12 @@ def onnx_table(report: dict[str, Any]) -> Table:
 
 def eval_tables(report: dict[str, Any]) -> list[Table]:
     machine = report["machine"]
-    accuracy = Table("engine", "test accuracy", title=escape(f"accuracy on {report['test_images']:,} {report['dataset']} "
-                                                             "test images"), title_justify="left")
+    top5 = report.get("top5", {})
+    accuracy = Table("engine", "test accuracy", *(["top-5"] if top5 else []),
+                     title=escape(f"accuracy on {report['test_images']:,} {report['dataset']} test images"),
+                     title_justify="left")
     for engine, acc in report["accuracy"].items():
-        accuracy.add_row(escape(engine), f"{acc:.2%}")
+        accuracy.add_row(escape(engine), f"{acc:.2%}", *([f"{top5[engine]:.2%}"] if top5 else []))
     if report.get("search_acc") is not None:
         accuracy.caption = f"the search reported {report['search_acc']:.2%}"
     speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",

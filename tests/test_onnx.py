@@ -199,3 +199,26 @@ def test_eval_rejects_foreign_onnx_and_shape_mismatch(synth_run, tmp_path):
     if FMNIST.exists():
         with pytest.raises(EvalError, match="takes inputs"):
             evaluate(synth_run / "a.safetensors", dataset="fashion-mnist")
+
+
+def test_eval_accuracies_top5_by_hand():
+    from rich.console import Console
+
+    from popcli.bench import accuracies
+    from popcli.tables import eval_tables
+
+    # 4 images, 7 classes; each label's rank under its logits (0 = best): 0, 2, 4, 6
+    logits = torch.tensor([[9., 1, 2, 3, 4, 5, 6], [5., 9, 0, 0, 0, 0, 6], [9., 8, 7, 6, 5, 0, 0], [9., 8, 7, 6, 5, 4, 3]])
+    labels = torch.tensor([0, 0, 4, 6])
+    assert accuracies(lambda x: logits[x.long()], torch.arange(4), labels, batch_size=3) == (0.25, 0.75)
+    assert accuracies(lambda x: logits[x.long(), :5], torch.arange(4), torch.tensor([0, 0, 4, 1]))[1] is None
+    report = {"test_images": 4, "dataset": "d", "accuracy": {"e": 0.25}, "top5": {"e": 0.75}, "search_acc": None,
+              "machine": {"cpu": "c"}, "threads": 1, "provider": "p", "latency": [], "note": "n"}
+    console = Console(width=120, record=True)
+    console.print(eval_tables(report)[0])
+    text = console.export_text()
+    assert "top-5" in text and "75.00%" in text
+
+
+def test_eval_has_no_top5_for_few_classes(synth_run):
+    assert "top5" not in evaluate(synth_run / "a.safetensors", batch_sizes="1")  # 4 classes
