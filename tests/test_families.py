@@ -10,13 +10,7 @@ from popcli.errors import ArtifactError, ModelError
 from popcli.models import masked_layers
 from popcli.nn import SubnetMultiheadAttention
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are small at 32x32, and a loaded shared machine thrashes with more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 FAMILIES = [  # (arch, create_model options): every policy value appears somewhere

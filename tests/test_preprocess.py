@@ -13,12 +13,7 @@ from popcli.export import export
 from popcli.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("options", [{}, {"global_topk": True, "density": 0.3}, {"dense_last": True},
