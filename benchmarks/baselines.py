@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as prune
 
-from popcli.checkpoint import atomic_write
+from popcli.storage.atomic import atomic_write
 from popcli.errors import PopcliError
 from popcli.rng import torch_generator
 

@@ -1,6 +1,6 @@
 """A loaded artifact's (and a searched model's) eval forward against dense models, side by side in one run.
 
-1. ``popcli.load(path)`` (mode "infer", the default) over the same model baked by ``popcli.bake``
+1. ``popcli.load(path)`` (mode "infer", the default) over the same model baked by ``popcli.deploy.bake``
    (plain layers, batch norm folded), at batch 1 and 64, for the quick-start model (fc 1024-1024
    with batch norm, 1x28x28) and conv4 (3x32x32). Target <= 1.05. ``fold_bn=False`` (plain
    layers, batch norm kept: bit-exact logits) and ``mode="search"`` (subnet layers, cached
@@ -9,7 +9,7 @@
    architecture with plain layers), batch 1. Target <= 1.05.
 
 Every figure is the median over ``--rounds`` rounds of each model's p50 per-call latency
-(``popcli.bench.latency``: warm-up, >= 50 calls at batch 1, 10 at 64, and 0.3 s per round), rounds alternating between
+(``popcli.measure.latency``: warm-up, >= 50 calls at batch 1, 10 at 64, and 0.3 s per round), rounds alternating between
 the models compared, under ``torch.no_grad()`` with ``--threads`` torch threads (default 1). The
 models have random weights and scores: speed does not depend on what was learned.
 
@@ -28,8 +28,8 @@ import torch
 
 import popcli
 from popcli import recipe as recipes
-from popcli.bake import bake
-from popcli.bench import latency, machine
+from popcli.deploy.bake import bake
+from popcli.measure import latency, machine
 from popcli.models import build_model
 
 MODELS = {  # name: (recipe overrides, input shape [C, H, W])
@@ -99,7 +99,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['machine']['cpu']}, torch threads {args.threads}, medians of {args.rounds} rounds of p50 (ms)")
-    print("popcli.load(path) over popcli.bake.bake (target <= 1.05); unfolded: fold_bn=False; search: mode='search'")
+    print("popcli.load(path) over popcli.deploy.bake.bake (target <= 1.05); unfolded: fold_bn=False; search: mode='search'")
     print(f"{'model':<14} {'batch':>5} {'baked ms':>9} {'infer/baked':>12} {'unfolded/baked':>15} {'search/baked':>13}")
     for r in result["loaded_vs_baked"]:
         print(f"{r['model']:<14} {r['batch']:>5} {r['baked ms']:>9.4f} {r['infer/baked']:>12.3f} "

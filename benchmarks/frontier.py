@@ -44,9 +44,11 @@ import frontier_report  # noqa: E402
 from frontier_settings import DEFAULT_INIT, FULL_BASES, METHOD_SETS, Base, Settings, tiny_settings  # noqa: E402
 
 import popcli  # noqa: E402
-from popcli import onnx_export, recipe as recipes  # noqa: E402
-from popcli.bake import bake, prune_dead_units  # noqa: E402
-from popcli.bench import accuracy, latency  # noqa: E402
+from popcli import recipe as recipes  # noqa: E402
+from popcli.deploy import graph as onnx_export  # noqa: E402
+from popcli.deploy.int8 import quantize_int8  # noqa: E402
+from popcli.deploy.bake import bake, prune_dead_units  # noqa: E402
+from popcli.measure import accuracy, latency  # noqa: E402
 from popcli.data import load_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +140,7 @@ def _redo(ctx: Context) -> str:
 
 def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
     from popcli.export import export
-    from popcli.search import search
+    from popcli.engine.loop import search
 
     s = ctx.settings
     # a series per (method, init): the default init's key is the method alone
@@ -217,7 +219,7 @@ def dense_points(ctx: Context, base: Base, lr: float) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(files / f"{base.name}_dense.safetensors"))
     graph, _ = to_graph(model, base, prune=False)
     fp32 = measure(ctx, base, graph)
-    int8_graph = onnx_export.quantize_int8(graph, _data(ctx, base)[3].split(64))
+    int8_graph = quantize_int8(graph, _data(ctx, base)[3].split(64))
     sizes = [(files / f"{base.name}_dense.safetensors").stat().st_size, len(graph.SerializeToString()),
              len(int8_graph.SerializeToString())]
     common = {"base": base.name, "method": "dense", "density": 1.0, "kept_weights": bl.weight_count(model),
@@ -274,7 +276,7 @@ def small_points(ctx: Context, base: Base, lr: float, density: float) -> None:
     files.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(files / f"small_{hidden}.safetensors"))
     graph, _ = to_graph(model, base, prune=False)
-    int8_graph = onnx_export.quantize_int8(graph, calibration.split(64))
+    int8_graph = quantize_int8(graph, calibration.split(64))
     xz = bl.save_sparse_int8(model, spec, files / f"small_{hidden}.spq8.xz")
     xz_graph, _ = to_graph(bl.load_sparse_int8(files / f"small_{hidden}.spq8.xz")[0], base, prune=False)
     params = sum(p.numel() for p in model.parameters())

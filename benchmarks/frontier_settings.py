@@ -49,7 +49,7 @@ class Settings:
 # with other jobs (docs/RESULTS.md); every method of a base gets the same number of epochs.
 FULL_BASES = (
     Base("lenet", "recipes/fashion-mnist-paper-sweep.yaml", bl.MLPSpec(hidden=[300, 100]), 2, 2, 1),
-    Base("quickstart", "popcli/recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 1, 1, 0.5,
+    Base("quickstart", "recipes/quickstart.yaml", bl.MLPSpec(hidden=[1024, 1024], batchnorm=True), 1, 1, 0.5,
          dense_lrs=(0.1,), small_up_to=0.0),
 )
 

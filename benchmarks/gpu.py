@@ -76,8 +76,8 @@ def train_row(case: str, method: str, compiled: bool, args, device) -> dict:
 
     from popcli import recipe as recipes
     from popcli.models import build_model
-    from popcli.optim import make_optimizer, trainable_parameters
-    from popcli.runtime import make_runtime
+    from popcli.engine.optim import make_optimizer, trainable_parameters
+    from popcli.engine.runtime import make_runtime
 
     overrides, shape, batch, density = CASES[case]
     if args.smoke:
@@ -126,7 +126,7 @@ def artifact_rows(args, device) -> list[dict]:
     from popcli import artifact
     from popcli import recipe as recipes
     from popcli.models import build_model, masked_layers
-    from popcli.runtime import make_runtime
+    from popcli.engine.runtime import make_runtime
 
     shape = (3, 32, 32)
     recipe = recipes.load(None, ["model.arch=conv6", "model.batchnorm=true", "search.density=0.5"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from popcli import artifact
 from popcli import recipe as recipes
 from popcli.export import export
-from popcli.search import search
+from popcli.engine.loop import search
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fashion-mnist-paper-sweep.yaml"
 COMMON = ["search.threads=1"]

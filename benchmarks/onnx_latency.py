@@ -21,14 +21,17 @@ from pathlib import Path
 import torch
 
 import popcli
-from popcli import onnx_export
+from popcli.deploy import graph as onnx_export
+from popcli.deploy.int8 import quantize_int8
 from popcli import recipe as recipes
-from popcli.bake import bake
-from popcli.bench import latency, machine
-from popcli.bench import CALIBRATION_IMAGES, accuracy, real_inputs
+from popcli.deploy.bake import bake
+from popcli.measure import latency, machine
+from popcli.data.sample import real_inputs
+    from popcli.deploy.int8 import CALIBRATION_IMAGES
+    from popcli.measure import accuracy
 from popcli.export import export
 from popcli.models import build_model
-from popcli.search import search
+from popcli.engine.loop import search
 
 
 def _interleaved(fns: dict, batch: int, rounds: int) -> dict[str, float]:
@@ -69,7 +72,7 @@ def quickstart_int8(artifact: Path | None, rounds: int, tmp: Path) -> dict:
     recipe = popcli.artifact.read(artifact).recipe
     x, y, calibration = real_inputs(recipe, None, test=10**9, train=CALIBRATION_IMAGES)
     fp32 = onnx_export.to_onnx(bake(model), tuple(x.shape[1:]), {})
-    int8 = onnx_export.quantize_int8(fp32, calibration.split(64))
+    int8 = quantize_int8(fp32, calibration.split(64))
     sessions = {"fp32": onnx_export.session(fp32, torch.get_num_threads()),
                 "int8": onnx_export.session(int8, torch.get_num_threads())}
     batch = x[:64]

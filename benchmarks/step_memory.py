@@ -26,7 +26,7 @@ def child(case: str, method: str, batch: int, steps: int) -> dict:
 
     from popcli import recipe as recipes
     from popcli.models import build_model
-    from popcli.optim import make_optimizer, trainable_parameters
+    from popcli.engine.optim import make_optimizer, trainable_parameters
 
     overrides, shape = CASES[case]
     recipe = recipes.load(None, [*overrides, f"search.method={method}"])

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from popcli import recipe as recipes
 from popcli.models import build_model
 from popcli.nn import cpu_kernels
-from popcli.optim import make_optimizer, trainable_parameters
-from popcli.runtime import keep_freed_memory
+from popcli.engine.optim import make_optimizer, trainable_parameters
+from popcli.engine.runtime import keep_freed_memory
 
 CASES = {
     # name: (recipe overrides, input shape [C, H, W], target ratio)

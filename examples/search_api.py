@@ -16,7 +16,7 @@ import popcli
 from popcli import recipe as recipes
 from popcli.data import load_data
 from popcli.export import export
-from popcli.search import evaluate, search
+from popcli.engine.loop import evaluate, search
 
 
 def main() -> None:

@@ -1,61 +1,72 @@
 """popcli: find the sparse subnetworks hidden in randomly weighted networks, and ship them.
 
-Library entry points (the CLI in ``popcli.cli`` is a thin layer over these):
+The public API, as timm and torchvision users expect it (the CLI in ``popcli.cli`` is a thin
+layer over the same library):
 
-    from popcli import recipe
-    from popcli.search import search
-    summary = search(recipe.load(None, ["search.epochs=1"]), "runs/demo")
-    from popcli.export import export
-    export("runs/demo", "demo.safetensors")
-    model = popcli.load("demo.safetensors")
+    model = popcli.create_model("conv4", density=0.3, num_classes=10, in_chans=3, image_size=32)
+    model = popcli.subnetify(torchvision.models.resnet18(num_classes=10), density=0.5)
+    summary = popcli.search(model, train_data, test_data, arch="mypkg.nets:build", run_dir="runs/x")
+    summary = popcli.search(None, run_dir="runs/demo", overrides=["search.epochs=1"])  # the quick start
+    popcli.save(model, "m.safetensors")
+    model = popcli.load("m.safetensors")                  # inference: plain layers, dense speed
+    popcli.list_models("conv*")
+
+Each function is a thin wrapper that imports its stage on first use, so ``import popcli`` stays
+light (no torch until a function is called). The stages live in subpackages, lowest first:
+storage, kernels, rng/codecs/measure, nn, methods, recipe, data, models, engine, artifact,
+deploy, export, sweep, cli (docs/ARCHITECTURE.md).
 """
 
-__version__ = "0.1.0"
-
-from .errors import PopcliError  # noqa: E402
-
+from .errors import PopcliError
+from .version import __version__
 
 
 def load(path, device="cpu", mask=None, mode="infer", fold_bn=True):
-    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (see ``popcli.artifact.load``):
+    """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (``popcli.artifact.load``):
     ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
     which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
     ``mask`` names one of a multi-mask file's masks (None: its first)."""
-    from .artifact import load as _load
+    from .artifact.rebuild import load as load_artifact
 
-    return _load(path, device, mask, mode=mode, fold_bn=fold_bn)
+    return load_artifact(path, device, mask, mode=mode, fold_bn=fold_bn)
 
 
 def save(model, path, **kwargs):
-    """Write a popcli-built model as an artifact (see ``popcli.artifact.save`` for the arguments);
-    a model from ``create_model``/``subnetify`` needs no recipe."""
-    from .artifact import save as _save
+    """Write a popcli-built model as an artifact (``popcli.artifact.save`` lists the arguments);
+    a model from ``create_model``/``subnetify`` needs no recipe. Returns the artifact read back."""
+    from .artifact.writer import save as save_artifact
 
-    return _save(model, path, **kwargs)
+    return save_artifact(model, path, **kwargs)
 
 
 def create_model(arch, **kwargs):
-    """A registered architecture ready to search, describing itself (see ``popcli.library.create_model``)."""
-    from .library import create_model as _create
+    """A registered architecture ready to search, describing itself (``popcli.models.factory.create_model``)."""
+    from .models.factory import create_model as create
 
-    return _create(arch, **kwargs)
+    return create(arch, **kwargs)
 
 
 def subnetify(module, density=0.5, **kwargs):
-    """Any torch module -> subnet layers with portable weights (see ``popcli.library.subnetify``)."""
-    from .library import subnetify as _subnetify
+    """Any torch module -> subnet layers with portable weights (``popcli.models.factory.subnetify``)."""
+    from .models.factory import subnetify as convert
 
-    return _subnetify(module, density, **kwargs)
-
-
-def __getattr__(name: str):
-    """``popcli.search``: the search module, which is callable (``popcli.search(model_or_recipe, train, test, ...)``,
-    see ``popcli.user_search.search_api``); imported on first use so that ``import popcli`` stays light."""
-    if name == "search":
-        import importlib
-
-        return importlib.import_module(".search", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return convert(module, density, **kwargs)
 
 
-__all__ = ["PopcliError", "__version__", "create_model", "load", "save", "search", "subnetify"]
+def search(model_or_recipe=None, train_data=None, test_data=None, **kwargs):
+    """Search a subnetwork: a recipe (a Recipe, a YAML path, or None for the quick start; with
+    ``overrides=[...]``) or your own subnetified model with your own train and test Dataset or
+    DataLoader; ``run_dir=`` is required (``popcli.engine.api.search_api``). The summary dict."""
+    from .engine.api import search_api
+
+    return search_api(model_or_recipe, train_data, test_data, **kwargs)
+
+
+def list_models(pattern=None):
+    """The registered model names (sorted), those matching ``pattern`` (``"tv_*"``) when given."""
+    from .models.lookup import list_models as names
+
+    return names(pattern)
+
+
+__all__ = ["PopcliError", "__version__", "create_model", "list_models", "load", "save", "search", "subnetify"]

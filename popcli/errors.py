@@ -71,5 +71,9 @@ class Interrupted(PopcliError):
     exit_code = EXIT_INTERRUPT
 
 
+class SearchInterrupted(Interrupted):
+    """The user asked a search to stop; a checkpoint was written (exit 130)."""
+
+
 class StorageError(PopcliError):
     """A file or folder could not be written (disk full, read-only, name too long, in use)."""

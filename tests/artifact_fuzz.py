@@ -319,7 +319,7 @@ def _render(report: dict[str, Any]) -> str:
     """The inspect tables as the CLI prints them (rich markup processed)."""
     from rich.console import Console
 
-    from popcli import tables
+    from popcli.cli import tables
 
     console = Console(file=io.StringIO(), width=120)
     for table in tables.inspect_tables(report):
@@ -331,7 +331,7 @@ def _render(report: dict[str, Any]) -> str:
 def outcome(path: Path, ref: Reference) -> tuple[str, str]:
     """(error | ok | wrong | traceback, detail) for one file (see the module docstring)."""
     from popcli.errors import PopcliError
-    from popcli.export import inspect
+    from popcli.artifact import inspect
 
     verdict = _load_outcome(path, ref)
     try:

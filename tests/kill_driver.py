@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from popcli.checkpoint import load_checkpoint
+from popcli.storage.checkpoint import load_checkpoint
 from popcli.recipe import from_dict
-from popcli.search import search
+from popcli.engine.loop import search
 
 RECIPE = {"seed": 3, "model": {"arch": "fc", "hidden": [16]},
           "data": {"dataset": "synthetic", "shape": [1, 8, 8], "num_classes": 4, "train_size": 48, "test_size": 32,

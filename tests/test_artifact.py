@@ -16,9 +16,11 @@ from popcli import artifact, codecs
 from popcli import recipe as recipes
 from popcli.data import load_data
 from popcli.errors import ArtifactError, PopcliError
-from popcli.export import export, inspect, model_from_checkpoint
+from popcli.artifact import inspect
+from popcli.artifact.masks import decode as decode_masks
+from popcli.export import export, model_from_checkpoint
 from popcli.models import build_model
-from popcli.search import evaluate, search
+from popcli.engine.loop import evaluate, search
 
 SYNTH = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
          "data.test_size=128", "data.batch_size=32", "model.arch=fc", "model.hidden=[64]", "search.lr=0.05",
@@ -238,7 +240,7 @@ def test_inconsistent_contents(good, tmp_path):
     expect_error(rewrite(good, tmp_path / "p.safetensors", tensors=packed, metadata={"mask_codec": "packbits"}),
                  "mask of layer 'fc1' keeps 4096")
     expect_error(rewrite(good, tmp_path / "q.safetensors", metadata={"mask_codec": "zstd"}), "unknown mask codec")
-    real = {"masks": np.packbits(np.concatenate(artifact.masks(art)), bitorder="little")}
+    real = {"masks": np.packbits(np.concatenate(decode_masks(art)), bitorder="little")}
     repacked = rewrite(good, tmp_path / "r.safetensors", tensors=real, metadata={"mask_codec": "packbits"})
     assert popcli.load(repacked) is not None  # the same masks, coded with packbits: fine
     layers[0]["kept"] += 1

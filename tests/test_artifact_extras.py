@@ -12,7 +12,7 @@ import pytest
 import popcli
 from artifact_fuzz import make_bases, parts, seal
 from popcli.errors import ArtifactError
-from popcli.export import inspect
+from popcli.artifact import inspect
 
 FC_BN, SIGNED, BIPROP = 0, 3, 4  # make_bases order: fc+BN, conv2, dense fc, signed supermask, biprop
 

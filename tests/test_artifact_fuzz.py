@@ -10,10 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 import popcli
-from popcli.cli import app
+from popcli.cli import get_app
 from popcli.errors import ArtifactError, PopcliError
 
 from artifact_fuzz import make_bases, mutants, run
+
+app = get_app()
 
 PER_BASE = 80  # x 5 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations

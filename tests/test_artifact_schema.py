@@ -14,7 +14,7 @@ import torch
 import popcli
 from popcli import artifact
 from popcli.errors import ArtifactError
-from popcli.export import inspect
+from popcli.artifact import inspect
 
 from artifact_fuzz import _render, json_edit, make_bases, parts, seal
 
@@ -44,7 +44,7 @@ def test_version_1_files_still_load_exactly(path, tmp_path):
     x = torch.randn(5, *old.data_info["shape"], generator=torch.Generator().manual_seed(0))
     assert torch.equal(popcli.load(tmp_path / "v2.safetensors", mode="search")(x), model(x))
     has_0d = any(t.ndim == 0 for t in old.tensors.values())
-    assert (new.metadata["content_sha256"] != old.metadata["content_sha256"]) or not has_0d
+    assert (new.header.content_sha256 != old.header.content_sha256) or not has_0d
 
 
 def test_seed_near_2_63_is_a_string_in_the_recipe():

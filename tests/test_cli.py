@@ -71,7 +71,7 @@ def test_ctrl_c_checkpoints_and_resume(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
-    from popcli.checkpoint import load_checkpoint
+    from popcli.storage.checkpoint import load_checkpoint
 
     stopped = load_checkpoint(run / "last.pt")["progress"]["global_step"]
     result = popcli("search", "--resume", "--out", str(run), "--set", f"search.max_steps={stopped + 8}", "--json")

@@ -12,7 +12,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from popcli import cli, errors, tables
+from popcli import errors
+from popcli.cli import get_app, tables
 from popcli.data import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def strict(text: str):
 
 
 def run(*args, env=None):
-    result = CliRunner().invoke(cli.app, [str(a) for a in args], env=env, catch_exceptions=False)
+    result = CliRunner().invoke(get_app(), [str(a) for a in args], env=env, catch_exceptions=False)
     return result
 
 
@@ -105,7 +106,7 @@ def test_exit_code_per_error_class_documented():
     for cls in usage:
         assert cls.exit_code == 2, cls
     assert errors.Interrupted.exit_code == 130
-    from popcli.search import SearchInterrupted
+    from popcli.errors import SearchInterrupted
 
     assert issubclass(SearchInterrupted, errors.Interrupted)
     shown = " ".join(run("--help").stdout.split())
@@ -208,7 +209,7 @@ def test_every_json_output_is_strict(tmp_path, finished_run):
         result = run(*args)
         assert result.exit_code == 0, (args, result.stderr)
         strict(result.stdout)
-    from popcli import jsonsafe
+    from popcli.storage import strict_json as jsonsafe
 
     assert strict(jsonsafe.dumps({"a": float("nan"), "b": [float("inf")]})) == {"a": None, "b": [None]}
 
@@ -237,7 +238,7 @@ def test_tables_say_what_they_mean(finished_run):
                    "before": {"params": 10, "flops": 10}, "after": {"params": 10, "flops": 10}, "dead_units_removed": 0}
     assert "input [batch, 1, 28, 28] float32 -> logits [batch, 10]" in _render(tables.onnx_table(onnx_report))
     from popcli.data.base import DatasetInfo
-    from popcli.progress import SearchDisplay
+    from popcli.cli.progress import SearchDisplay
 
     console = Console(record=True, width=200)
     display = SearchDisplay(console)
@@ -260,7 +261,7 @@ def test_packaging_does_not_cap_torch():
 
 def test_readme_and_quickstart_agree_on_times():
     readme = (ROOT / "README.md").read_text()
-    quickstart = (ROOT / "popcli" / "recipes" / "quickstart.yaml").read_text()
+    quickstart = (ROOT / "popcli" / "recipe" / "packaged" / "quickstart.yaml").read_text()
     assert "1.5 minutes" not in quickstart
     make_test = set(re.findall(r"make test[^\n]*?~(\d+) min", readme))
     assert len(make_test) <= 1, make_test
@@ -323,7 +324,7 @@ def test_top5_reported_when_more_than_5_classes(tmp_path):
 def test_top5_counts_label_among_the_five_best():
     import torch
 
-    from popcli.search import evaluate
+    from popcli.engine.loop import evaluate
 
     class Fixed(torch.nn.Module):
         def forward(self, x):

@@ -15,7 +15,7 @@ import torch
 from popcli.data import DATASETS, DatasetInfo, Loader, Splits, load_data
 from popcli.data import resolve
 from popcli.data.idx import read_idx
-from popcli.data.load import CLASS_NAMES
+from popcli.data.facts import FACTS
 from popcli.data.memory import Augment, crop_flip
 from popcli.errors import DataError
 from popcli.recipe import DataConfig
@@ -131,7 +131,7 @@ def test_idx_folder_gz_and_raw(tmp_path, gz):
     folder = write_mnist(tmp_path / "fm", n_train=64, n_test=30, gz=gz)
     splits = load_data(fmnist(folder, batch_size=16, eval_batch_size=8), seed=0)
     assert splits.info == DatasetInfo("fashion-mnist", (1, 28, 28), 10, 64, 0, 30, str(folder), (FMNIST_MEAN,),
-                                      (FMNIST_STD,), CLASS_NAMES["fashion-mnist"])
+                                      (FMNIST_STD,), FACTS["fashion-mnist"].class_names)
     assert splits.info.class_names[0] == "T-shirt/top" and len(splits.info.class_names) == 10
     xs, ys = zip(*splits.test.batches())
     assert decode_ids(torch.cat(xs)) == list(range(10000, 10030))  # eval: in file order

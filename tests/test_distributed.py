@@ -26,12 +26,12 @@ DRIVER = textwrap.dedent("""
     import json, os, sys
     import torch
     from popcli import recipe as recipes
-    from popcli import search as engine
-    from popcli.distributed import masks_digest
+    from popcli.engine import loop as engine
+    from popcli.engine.distributed import masks_digest
 
     run_dir, desync = sys.argv[1], os.environ.get("DESYNC") == "1"
     rank = int(os.environ["RANK"])
-    real_save = engine._save
+    real_save = engine.save
 
     def save(job, prog, *args):  # record what each rank holds at every checkpoint
         if desync and rank == 1:  # a rank whose scores drifted: the checkpoint must refuse
@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent("""
         real_save(job, prog, *args)
 
     digests = []
-    engine._save = save
+    engine.save = save
     summary = engine.search(recipes.load(None, sys.argv[2:]), run_dir)
     with open(os.path.join(run_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"digests": digests, "summary": summary}, f)
@@ -103,7 +103,7 @@ def test_torchrun_cli_resumes(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path runs where one is present")
 def test_cuda_search_with_amp_and_channels_last(tmp_path):
     from popcli import recipe as recipes
-    from popcli.search import search
+    from popcli.engine.loop import search
 
     summary = search(recipes.load(None, [*OVERRIDES[:-1], "model.arch=conv2", "data.shape=[3,16,16]",
                                          "search.device=cuda", "search.amp=true", "search.channels_last=true"]),

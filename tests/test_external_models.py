@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,6 +57,7 @@ def run(args, pythonpath, cwd, python=False):
 
 LOAD_AND_COMPARE = textwrap.dedent('''
     import inspect, json, sys, torch, popcli
+    from pathlib import Path
     from popcli.export import model_from_checkpoint
     from popcli import artifact
     # bit for bit: without folding batch norm into the weights where popcli.load can fold it
@@ -63,22 +65,22 @@ LOAD_AND_COMPARE = textwrap.dedent('''
     sources = []
     for path, checkpoint in zip(sys.argv[1::2], sys.argv[2::2]):  # (artifact, its search checkpoint) pairs
         loaded = popcli.load(path, **exact)
-        searched = model_from_checkpoint(artifact.Path(checkpoint))[0]
+        searched = model_from_checkpoint(Path(checkpoint))[0]
         x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             assert torch.equal(loaded(x), searched(x)), "logits differ"
-        sources.append(json.loads(artifact.read(path).metadata["model_source"]))
+        sources.append(artifact.read(path).header.model_source)
     print(json.dumps(sources))
 ''')
 
 
 @pytest.mark.slow
 def test_entry_point_model_cli_search_export_load_fresh_process(tmp_path, monkeypatch):
-    from popcli.models import list_models
+    from popcli.models import model_descriptions
 
     site = make_package(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
-    assert "tinynets 0.3.1" in list_models()["tinymlp"]  # what `popcli models` shows
+    assert "tinynets 0.3.1" in model_descriptions()["tinymlp"]  # what `popcli models` shows
     searched = run(["search", *SYNTH, "--set", "model.arch=tinymlp", "--out", "run", "--json", "-q"], [site], tmp_path)
     assert searched.returncode == 0, searched.stderr
     assert json.loads(searched.stdout)["weights_verified"] is True
@@ -99,7 +101,7 @@ def test_entry_point_model_cli_search_export_load_fresh_process(tmp_path, monkey
 def test_import_path_and_registered_models_load_in_fresh_process(tmp_path, monkeypatch):
     from popcli import recipe as recipes
     from popcli.export import export
-    from popcli.search import search
+    from popcli.engine.loop import search
 
     site = make_package(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))

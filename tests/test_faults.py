@@ -16,19 +16,19 @@ import yaml
 from typer.testing import CliRunner
 
 import kill_driver
-from popcli import checkpoint, faults
-from popcli.cli import app
+from popcli.cli import get_app
 from popcli.errors import PopcliError, RunError, StorageError
+from popcli.storage import atomic, faults
 from popcli.recipe import from_dict
-from popcli.runlock import RunLock
-from popcli.search import search
+from popcli.storage.runlock import RunLock
+from popcli.engine.loop import search
 
 RECIPE = kill_driver.RECIPE
 
 
 def cli(*args):
     """(exit code, stderr) of an in-process ``popcli`` command."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    result = CliRunner().invoke(get_app(), [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a traceback: show it
     return result.exit_code, result.stderr
@@ -279,13 +279,13 @@ def test_two_concurrent_exports_to_one_destination_exactly_one_wins(tmp_path, re
 
     out = tmp_path / "m.safetensors"
     barrier = threading.Barrier(2, timeout=60)
-    publish = checkpoint._publish
+    publish = atomic._publish
 
     def meet_then_publish(tmp, path, exclusive):
         barrier.wait()
         publish(tmp, path, exclusive)
 
-    monkeypatch.setattr(checkpoint, "_publish", meet_then_publish)
+    monkeypatch.setattr(atomic, "_publish", meet_then_publish)
     outcomes = []
 
     def one_export():

@@ -96,7 +96,7 @@ def test_recipe_keys_are_checked():
 def test_imagefolder_search_export_eval(tmp_path):
     from popcli import recipe as recipes
     from popcli.export import export
-    from popcli.search import search
+    from popcli.engine.loop import search
 
     make_images(tmp_path / "imgs" / "train", 16)
     make_images(tmp_path / "imgs" / "val", 4, seed=1)

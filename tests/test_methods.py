@@ -7,7 +7,7 @@ import torch
 
 from popcli import methods
 from popcli import recipe as recipes
-from popcli.optim import make_optimizer
+from popcli.engine.optim import make_optimizer
 from popcli.recipe import SearchConfig
 
 
@@ -104,8 +104,9 @@ def test_biprop_alpha_is_a_fixed_left_to_right_float64_sum():
 # --------------------------------------------------------------------------- artifacts and ONNX
 
 from popcli import recipe as _r  # noqa: E402,F811
-from popcli.export import export, inspect, model_from_checkpoint  # noqa: E402
-from popcli.search import search  # noqa: E402
+from popcli.artifact import inspect
+from popcli.export import export, model_from_checkpoint  # noqa: E402
+from popcli.engine.loop import search  # noqa: E402
 
 SYNTH = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
          "data.test_size=128", "data.batch_size=32", "model.arch=fc", "model.hidden=[64]", "search.epochs=2",
@@ -223,7 +224,7 @@ def test_anneal_schedule_errors(override, fragment):
 import json as _json  # noqa: E402
 
 from popcli import artifact as _artifact  # noqa: E402
-from popcli import multimask  # noqa: E402
+from popcli.artifact import multimask  # noqa: E402
 from popcli.errors import ArtifactError  # noqa: E402
 
 TASKS = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=128",
@@ -285,7 +286,7 @@ def test_multi_mask_refuses_another_seed(task_runs, tmp_path):
 def test_single_mask_files_still_read_as_one_default_mask(task_runs, tmp_path):
     export(task_runs / "t0", tmp_path / "one.safetensors")
     art = _artifact.read(tmp_path / "one.safetensors")
-    assert art.metadata["format_version"] == str(_artifact.FORMAT_VERSION) and multimask.names(art) == ["default"]
+    assert art.metadata["format_version"] == str(_artifact.FORMAT_VERSION) and art.header.mask_names == ["default"]
     a, b = popcli.load(tmp_path / "one.safetensors"), popcli.load(tmp_path / "one.safetensors", mask="default")
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(a(x), b(x))
@@ -300,7 +301,7 @@ def test_single_mask_files_still_read_as_one_default_mask(task_runs, tmp_path):
 def test_version_1_files_read_as_one_default_mask(name):
     path = Path(__file__).parent / "golden" / f"{name}.safetensors"
     art = _artifact.read(path)
-    assert art.metadata["format_version"] == "1" and multimask.names(art) == ["default"]
+    assert art.metadata["format_version"] == "1" and art.header.mask_names == ["default"]
     assert multimask.select(art, "default").layers == art.layers
     model = popcli.load(path, mask="default")
     assert not model.training
@@ -311,7 +312,8 @@ def test_version_1_files_read_as_one_default_mask(name):
 def test_inspect_cli_lists_the_masks(task_runs, tmp_path):
     from typer.testing import CliRunner
 
-    from popcli.cli import app
+    from popcli.cli import get_app
+    app = get_app()
 
     specs = [f"--mask=t{i}={task_runs / f't{i}'}" for i in range(2)]
     result = CliRunner().invoke(app, ["export", *specs, "-o", str(tmp_path / "m.safetensors")])
@@ -328,8 +330,8 @@ def test_inspect_cli_lists_the_masks(task_runs, tmp_path):
 def test_resume_under_an_anneal_schedule_is_exact(tmp_path):
     """The schedule is a function of the global step: an interrupted, resumed biprop run ends in
     the state of an uninterrupted one (scores, optimizer, metrics)."""
-    from popcli.checkpoint import load_checkpoint
-    from popcli.search import SearchInterrupted
+    from popcli.storage.checkpoint import load_checkpoint
+    from popcli.errors import SearchInterrupted
 
     recipe = _r.load(None, [*TASKS, "search.method=biprop", "search.epochs=2", "search.density_schedule=anneal",
                             "search.density_anneal_epochs=1.5"])

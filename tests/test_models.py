@@ -10,11 +10,14 @@ import torch
 import torch.nn as nn
 import torchvision
 
+import popcli
 from popcli import rng
 from popcli.errors import ModelError
 from popcli.models import (build_model, count_params, get_model_builder, init_weights, layer_factories, list_models,
-                           masked_layers, refresh_global_masks, regenerate_weights, register_model, weight_layers)
-from popcli.nn import SubnetConv2d, SubnetLinear, SubnetMixin, densify, global_topk_masks, kept_count, subnetify
+                           masked_layers, model_descriptions, refresh_global_masks, regenerate_weights, register_model,
+                           weight_layers)
+from popcli.nn import SubnetConv2d, SubnetLinear, SubnetMixin, densify, global_topk_masks, kept_count
+from popcli.nn import to_subnet_layers as subnetify
 from popcli.recipe import ModelConfig, SearchConfig
 
 FAMILIES = {"tv_mobilenet_v3_small", "tv_efficientnet_b0", "tv_convnext_tiny", "tv_regnet_y_400mf", "tv_vit_b_16",
@@ -69,9 +72,10 @@ def test_registry_errors_list_valid_names():
         make("conv5")
     with pytest.raises(ModelError, match="already registered.*fc"):
         register_model("conv4", "a second conv4")
-    assert list(list_models()) == sorted(list_models())
+    assert list_models() == sorted(list_models()) == list(model_descriptions())
+    assert list_models("conv*") == ["conv2", "conv4", "conv6", "conv8"] == popcli.list_models("conv*")
     assert {"fc", "conv2", "conv4", "conv6", "conv8", "resnet18"} | TORCHVISION <= set(list_models())
-    assert all(isinstance(d, str) and d and "\n" not in d for d in list_models().values())
+    assert all(isinstance(d, str) and d and "\n" not in d for d in model_descriptions().values())
 
 
 def test_paper_parameter_counts():
@@ -139,16 +143,16 @@ def test_subnetify_custom_sequential():
 
 
 def test_subnetify_keep_dense_norm_keep_and_root():
-    net = subnetify(small_net(), 0.5, keep_dense={"4"}, norm="keep")
+    net = subnetify(small_net(), 0.5, keep_dense={"4"}, nonaffine_norms=False)
     assert isinstance(net[0], SubnetConv2d)
     assert type(net[4]) is nn.Linear and net[4].bias is None and net[4].weight.requires_grad
-    assert net[1].affine  # norm="keep" leaves batch norms alone
+    assert net[1].affine  # nonaffine_norms=False leaves batch norms alone
     net = subnetify(small_net(), 0.5, keep_dense=lambda name, m: isinstance(m, nn.Conv2d))
     assert type(net[0]) is nn.Conv2d and isinstance(net[4], SubnetLinear)
     root = subnetify(nn.Linear(3, 2), 0.5)
     assert isinstance(root, SubnetLinear) and root.in_features == 3
-    with pytest.raises(ModelError, match="norm"):
-        subnetify(small_net(), 0.5, norm="affine")
+    with pytest.raises(ModelError, match="norms"):
+        popcli.subnetify(small_net(), 0.5, norms="affine")
 
 
 def test_subnetify_meta_torchvision_model():

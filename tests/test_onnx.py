@@ -11,15 +11,15 @@ import torch
 from onnx import numpy_helper
 
 import popcli
-from popcli import onnx_export
+from popcli.deploy import graph as onnx_export
 from popcli import recipe as recipes
-from popcli.bake import bake, count, prune_dead_units
-from popcli.bench import EvalError, evaluate
-from popcli.bench import real_inputs
+from popcli.deploy.bake import bake, count, prune_dead_units
+from popcli.deploy.evaluate import EvalError, evaluate
+from popcli.data.sample import real_inputs
 from popcli.errors import PopcliError
 from popcli.export import export
 from popcli.models import build_model
-from popcli.search import search
+from popcli.engine.loop import search
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 SYNTH = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
@@ -99,7 +99,7 @@ def test_onnx_export_from_run_and_artifact(synth_run):
     again = export(synth_run / "a.safetensors", onnx=synth_run / "n.onnx")  # from the artifact alone
     assert again["onnx"]["parity"]["max_abs_diff"] <= 1e-4
     meta = onnx_export.metadata_of(synth_run / "n.onnx")
-    assert meta["popcli.source_sha256"] == popcli.artifact.read(synth_run / "a.safetensors").metadata["content_sha256"]
+    assert meta["popcli.source_sha256"] == popcli.artifact.read(synth_run / "a.safetensors").header.content_sha256
     sess = onnx_export.session(synth_run / "n.onnx")
     model = popcli.load(synth_run / "a.safetensors")
     for batch in (1, 7):
@@ -204,8 +204,8 @@ def test_eval_rejects_foreign_onnx_and_shape_mismatch(synth_run, tmp_path):
 def test_eval_accuracies_top5_by_hand():
     from rich.console import Console
 
-    from popcli.bench import accuracies
-    from popcli.tables import eval_tables
+    from popcli.measure import accuracies
+    from popcli.cli.tables import eval_tables
 
     # 4 images, 7 classes; each label's rank under its logits (0 = best): 0, 2, 4, 6
     logits = torch.tensor([[9., 1, 2, 3, 4, 5, 6], [5., 9, 0, 0, 0, 0, 6], [9., 8, 7, 6, 5, 0, 0], [9., 8, 7, 6, 5, 4, 3]])

@@ -43,7 +43,7 @@ print(json.dumps({
 def artifact_and_batch(tmp_path_factory):
     from popcli import recipe as recipes
     from popcli.export import export
-    from popcli.search import search
+    from popcli.engine.loop import search
 
     tmp = tmp_path_factory.mktemp("portable")
     overrides = ["data.dataset=synthetic", "data.shape=[3,16,16]", "data.num_classes=4", "data.train_size=256",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import popcli
-from popcli import artifact, onnx_export
+from popcli import artifact
+from popcli.deploy import graph as onnx_export
 from popcli import recipe as recipes
 from popcli.export import export
 from popcli.models import build_model

@@ -6,7 +6,9 @@ import struct
 import pytest
 from typer.testing import CliRunner
 
-from popcli.cli import app
+from popcli.cli import get_app
+
+app = get_app()
 
 # a tiny synthetic search: every --set a case adds comes after these and wins
 SMALL = ["--set", "data.dataset=synthetic", "--set", "data.shape=[1,8,8]", "--set", "data.num_classes=4",

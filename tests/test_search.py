@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from popcli import recipe as recipes
-from popcli.checkpoint import load_checkpoint
+from popcli.storage.checkpoint import load_checkpoint
 from popcli.errors import RunError, TrainingDiverged
 from popcli.models import regenerate_weights
-from popcli.search import SearchInterrupted, search
+from popcli.engine.loop import search
+from popcli.errors import SearchInterrupted
 
 SYNTH = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
          "data.test_size=128", "data.batch_size=32", "model.arch=fc", "model.hidden=[64]", "search.lr=0.05"]
@@ -105,7 +106,7 @@ def test_resume_errors(tmp_path):
 
 
 def test_nan_loss_is_a_clear_error(tmp_path, monkeypatch):
-    import popcli.search as engine
+    from popcli.engine import loop as engine
 
     real_step = engine._train_step
     calls = []

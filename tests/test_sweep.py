@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from popcli.errors import RecipeError
-from popcli.plot import PlotError, draw, read_results
+from popcli.sweep.plot import PlotError, draw, read_results
 from popcli.errors import Interrupted
-from popcli.sweep import parse_grid, points, run_sweep
+from popcli.sweep.grid import parse_grid, points, run_sweep
 
 BASE = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=256",
         "data.test_size=64", "data.batch_size=32", "model.arch=fc", "model.hidden=[32]", "search.lr=0.05",
@@ -89,7 +89,7 @@ def test_sweep_and_plot_cli(tmp_path):
 
 
 def test_seed_grid_one_line_per_method_and_init(tmp_path):
-    from popcli import sweep_groups as groups
+    from popcli.sweep import groups
 
     grid = parse_grid(["seed=0,1,2", "search.method=edge-popup,supermask", "model.init=signed_constant,kaiming_normal",
                        "search.density=0.3,0.7"])

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from popcli import recipe as recipes
-from popcli import sweep_pool
+from popcli.sweep import pool as sweep_pool
 from popcli.errors import UsageError
-from popcli.sweep import parse_grid, run_sweep
+from popcli.sweep.grid import parse_grid, run_sweep
 
 BASE = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "data.train_size=128",
         "data.test_size=64", "data.batch_size=32", "model.arch=fc", "model.hidden=[16]", "search.lr=0.05",
@@ -77,9 +77,9 @@ def test_submitit_launcher(tmp_path, monkeypatch):
 def test_cli_sweep_exits_1_when_a_point_failed(tmp_path, no_data):
     from typer.testing import CliRunner
 
-    from popcli import cli
+    from popcli.cli import get_app
 
     args = ["sweep", *(a for o in BASE for a in ("--set", o)), "--grid", "data.dataset=mnist", "--out", str(tmp_path)]
-    result = CliRunner().invoke(cli.app, args)
+    result = CliRunner().invoke(get_app(), args)
     assert result.exit_code == 1, result.stderr
     assert "failed" in result.stderr and "mnist not found" in result.stderr and "rerun the sweep" in result.stderr

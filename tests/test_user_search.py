@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import popcli
-from popcli.errors import DataError, ModelError
+from popcli.errors import DataError, ModelError, SearchInterrupted
 from popcli.export import export
 
 
@@ -64,7 +64,7 @@ def test_resume_is_exact_for_a_user_dataset(tmp_path):
     popcli.search(whole, train, test, arch=ARCH, run_dir=tmp_path / "whole", **SETTINGS)
     calls = []
     broken = fresh_model()
-    with pytest.raises(popcli.search.SearchInterrupted):
+    with pytest.raises(SearchInterrupted):
         popcli.search(broken, train, test, arch=ARCH, run_dir=tmp_path / "part", should_stop=lambda: calls.append(1)
                       or len(calls) == 5, **SETTINGS)  # stops mid-epoch 2
     resumed = fresh_model()

@@ -16,9 +16,6 @@ import torch
 
 from ..errors import DataError
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "imagefolder", "synthetic")
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str

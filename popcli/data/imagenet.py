@@ -20,9 +20,10 @@ from torchvision.datasets import ImageFolder
 
 from ..errors import DataError
 from ..rng import torch_generator
+from .facts import FACTS
 from .base import Loader
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = FACTS["imagenet"].mean, FACTS["imagenet"].std
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop defaults
 
 

@@ -15,27 +15,14 @@ import torch
 from ..errors import EXIT_USAGE, DataError
 from ..recipe import DataConfig
 from ..rng import torch_generator
-from .base import DATASETS, DatasetInfo, Splits
+from .base import DatasetInfo, Splits
+from .facts import DATASETS, FACTS
 from .folders import read_cifar_folder
 from .idx import read_mnist_folder
 from .memory import Augment, TensorLoader
 from .resolve import find_dataset, not_found, user_cache
 from .synthetic import make_synthetic
 
-# Per-channel (mean, std) of the training pixels in [0, 1]; synthetic data is already standardized.
-STATS = {
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
-CLASS_NAMES = {  # label order of the datasets' own files (cifar100's 100 names are not listed here)
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"),
-    "mnist": tuple(str(d) for d in range(10)),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-}
 # (default augmentation, what augment=true means); CIFAR: crop 32 with padding 4 + flip.
 AUGMENTS = {
     "fashion-mnist": (Augment(), Augment(pad=2)),
@@ -97,9 +84,10 @@ def _read(cfg: DataConfig, seed: int) -> tuple[tuple[torch.Tensor, ...], str, in
         arrays = make_synthetic(seed, shape, cfg.num_classes, cfg.train_size, cfg.test_size)
         return arrays, "synthetic", cfg.num_classes
     folder = locate(cfg)
+    classes = FACTS[cfg.dataset].num_classes
     if cfg.dataset in ("fashion-mnist", "mnist"):
-        return read_mnist_folder(folder, NUM_CLASSES[cfg.dataset]), str(folder), NUM_CLASSES[cfg.dataset]
-    return read_cifar_folder(cfg.dataset, folder), str(folder), NUM_CLASSES[cfg.dataset]
+        return read_mnist_folder(folder, classes), str(folder), classes
+    return read_cifar_folder(cfg.dataset, folder), str(folder), classes
 
 
 def permutation(seed: int, task: int, pixels: int) -> torch.Tensor:
@@ -129,8 +117,9 @@ def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits
     else:
         (train_x, train_y, test_x, test_y), source, num_classes = _read(cfg, seed)
         channels = train_x.shape[1]
-        known_stats, class_names = cfg.dataset in STATS, CLASS_NAMES.get(cfg.dataset)
-        mean, std = STATS.get(cfg.dataset, ((0.0,) * channels, (1.0,) * channels))
+        facts = FACTS.get(cfg.dataset)  # None: synthetic, already standardized
+        known_stats, class_names = facts is not None, facts.class_names if facts else None
+        mean, std = (facts.mean, facts.std) if facts else ((0.0,) * channels, (1.0,) * channels)
         default, forced = AUGMENTS[cfg.dataset]
     if cfg.permute_task is not None:
         order = permutation(seed, cfg.permute_task, train_x.shape[2] * train_x.shape[3])
@@ -150,7 +139,7 @@ def _in_memory(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits
 
 
 def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
-    from .imagenet import MEAN, STD, ImageFolderLoader, image_folder  # torchvision import only when needed
+    from .imagenet import ImageFolderLoader, image_folder  # torchvision import only when needed
 
     folder = locate(cfg)
     train_set, test_set = image_folder(folder / "train"), image_folder(folder / "val")
@@ -163,7 +152,8 @@ def _imagenet(cfg: DataConfig, seed: int, device: torch.device | str) -> Splits:
     val = None if val_idx is None else ImageFolderLoader(train_set, val_idx.tolist(), cfg.eval_batch_size, train=False, augment=False, **common)
     test = ImageFolderLoader(test_set, list(range(len(test_set))), cfg.eval_batch_size, train=False, augment=False, **common)
     info = DatasetInfo("imagenet", (3, cfg.image_size, cfg.image_size), len(train_set.classes), train.num_samples,
-                       val.num_samples if val else 0, test.num_samples, str(folder), MEAN, STD, tuple(train_set.classes))
+                       val.num_samples if val else 0, test.num_samples, str(folder), FACTS["imagenet"].mean,
+                       FACTS["imagenet"].std, tuple(train_set.classes))
     return Splits(train, val, test, info)
 
 
@@ -172,7 +162,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str = "cpu", sh
     ``shard`` = (rank, world) under torch.distributed (see ``Loader.set_shard``)."""
     if cfg.dataset == "user":  # popcli.search(model, your_dataset, ...): the data lives in the user's code
         raise DataError("this recipe was searched on your own Dataset (data.dataset: user), which popcli cannot "
-                        "load by name; evaluate with your own data (popcli.search.evaluate) or pass a named dataset")
+                        "load by name; run popcli.load(artifact) on your own data, or pass a named dataset")
     if cfg.dataset not in DATASETS:
         raise UnknownDataset(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)} (set data.dataset=NAME)")
     splits = _imagenet(cfg, seed, device) if cfg.dataset == "imagenet" else _in_memory(cfg, seed, device)

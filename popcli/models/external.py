@@ -13,7 +13,7 @@ A user callable receives the keyword arguments of the builder contract (``regist
 signature accepts (all of them if it takes ``**kwargs``). If it names ``conv_layer`` or
 ``linear_layer`` as parameters it follows the contract and builds subnet layers itself; otherwise it is a
 plain torch constructor: it is called on the meta device (it allocates nothing and draws no
-random numbers) and ``subnetify`` converts its Conv2d/Linear (biases dropped, batch norms
+random numbers) and ``nn.to_subnet_layers`` converts its Conv2d/Linear (biases dropped, batch norms
 non-affine) onto the caller's device. ``source_record(arch)`` is what an artifact stores
 (kind, target, package and version); ``require_source(record)`` makes a fresh process able to
 build it again or raises a one-line ModelError naming the package to install.
@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
+from .registry import is_registered, registered_builder
 
 GROUP = "popcli.models"  # the entry-point group user packages declare their models in
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -126,7 +127,7 @@ def _named_parameters(fn: Callable) -> set[str]:
 
 def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
     """A registry-contract builder around the user callable ``fn`` (see the module docstring)."""
-    from ..nn import SubnetMixin, subnetify
+    from ..nn import SubnetMixin, to_subnet_layers
 
     def build(**contract: Any) -> nn.Module:
         kwargs = _call_kwargs(fn, contract, label)
@@ -149,8 +150,8 @@ def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
             return model
         density = contract.get("density")
         if density is None:  # dense baseline: every weight layer plain and trainable
-            return subnetify(model, 1.0, keep_dense=lambda name, layer: True, device=device)
-        return subnetify(model, density, device=device)
+            return to_subnet_layers(model, 1.0, keep_dense=lambda name, layer: True, device=device)
+        return to_subnet_layers(model, density, device=device)
 
     build.__name__ = build.__qualname__ = f"external[{label}]"
     return build
@@ -190,8 +191,6 @@ def package_of(module_name: str) -> tuple[str, str | None]:
 
 def source_record(arch: str) -> dict[str, Any] | None:
     """Where ``arch``'s code lives, for the artifact's ``model_source``; None for popcli's own models."""
-    from .registry import registered_builder
-
     builder = registered_builder(arch)
     if builder is not None:
         module = getattr(builder, "__module__", "") or ""
@@ -214,8 +213,6 @@ def source_record(arch: str) -> dict[str, Any] | None:
 def require_source(arch: str, record: dict[str, Any] | None) -> None:
     """Make ``arch`` buildable in this process from an artifact's ``record``, or raise a one-line
     ModelError naming the package (and version) to install."""
-    from .registry import is_registered
-
     if not isinstance(record, dict) or is_registered(arch):
         return
     kind, target = record.get("kind"), str(record.get("target", ""))

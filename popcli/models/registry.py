@@ -17,11 +17,12 @@ Builder contract. Every registered builder is called with keyword arguments only
   a 2-d batch norm (non-affine); MLP layers use ``NonAffineBatchNorm1d`` built in the builder.
 - ``density`` is the density the factories were made with, or None for the dense baseline. It
   is redundant for builders that use the factories; builders that convert a foreign definition
-  they cannot pass factories into (torchvision) use ``subnetify(model, density)`` when it is a
+  they cannot pass factories into (torchvision) use ``nn.to_subnet_layers(model, density)`` when it is a
   number, and plain layers when it is None. ``layers.layer_factories(density)`` makes all four.
 
 Builders draw no random numbers: weights start at zero and scores at zero;
-``popcli.models.init_weights`` fills both from the seed afterwards.
+``popcli.models.init_weights`` fills both from the seed afterwards. Looking a name up among
+these, the entry points and import paths is ``lookup``'s job; this module only holds the names.
 """
 
 from __future__ import annotations
@@ -60,26 +61,6 @@ def registered_builder(name: str) -> Builder | None:
     return _REGISTRY[name][0] if name in _REGISTRY else None
 
 
-def list_models() -> dict[str, str]:
-    """{name: one-line description}, sorted by name: the registry plus the installed
-    ``popcli.models`` entry points (loaded only when built; see ``external``)."""
-    from .external import entry_point_names
-
-    found = {name: description for name, (_, description) in _REGISTRY.items()}
-    for name, description in entry_point_names().items():
-        found.setdefault(name, description)  # a registered name wins over an entry point
-    return {name: found[name] for name in sorted(found)}
-
-
-def get_model_builder(name: str) -> Builder:
-    """The builder of ``name``: registered, an installed ``popcli.models`` entry point, or an
-    import path ``"package.module:function"``; an unknown name is a ModelError listing the valid ones."""
-    if name in _REGISTRY:
-        return _REGISTRY[name][0]
-    from .external import find_builder
-
-    builder = find_builder(name)
-    if builder is None:
-        raise ModelError(f"unknown model {name!r}; choose model.arch from: {', '.join(list_models())} "
-                         f"(`popcli models` lists them), or give an import path 'package.module:function'")
-    return builder
+def registered() -> dict[str, str]:
+    """{name: one-line description} of this process's registry, in registration order."""
+    return {name: description for name, (_, description) in _REGISTRY.items()}

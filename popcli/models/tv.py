@@ -3,12 +3,12 @@ experiments), MobileNetV3, EfficientNet, ConvNeXt, RegNet, ViT, and a small ViT 
 
 ``torchvision.models.<name>(weights=None, num_classes=...)`` is built under
 ``torch.device("meta")``: its constructor allocates nothing and draws no random numbers (its
-own init runs on meta tensors). ``subnetify`` then replaces every layer with a real CPU one:
+own init runs on meta tensors). ``to_subnet_layers`` then replaces every layer with a real CPU one:
 SubnetConv2d/SubnetLinear at ``density`` for edge-popup, plain bias-free trainable layers for
 the dense baseline (``density=None``); batch norms become non-affine in both. torchvision's
 constructors take no layer factories, so these builders use the contract's ``density`` and
 ignore ``conv_layer``/``linear_layer``/``norm_layer``; they take ``model.biases``/``model.norms``
-(``popcli.policy``: biases dropped and norms non-affine by default, as the paper's models).
+(``models.policy``: biases dropped and norms non-affine by default, as the paper's models).
 Attention is masked through ``SubnetMultiheadAttention``. ``width`` is fixed by the definition
 (wide_resnet50_2 is the wide one). Another ``in_channels`` rebuilds the first conv. Layer names
 are torchvision's (conv1, layer1.0.conv1, ..., fc; encoder.layers.encoder_layer_0.self_attention.in_proj, ...).
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
-from ..nn import subnetify
+from ..nn import to_subnet_layers
 from .registry import register_model
 
 
@@ -36,7 +36,7 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
                       biases: str = "drop", norms: str = "nonaffine", **kwargs) -> nn.Module:
     """torchvision.models.<name>(**kwargs) on the meta device -> real subnet (or plain) layers.
 
-    ``biases``/``norms``: the policies of ``popcli.policy`` ("frozen" and "train" biases both keep
+    ``biases``/``norms``: the policies of ``popcli.models.policy`` ("frozen" and "train" biases both keep
     them in the structure; their values are drawn by ``policy.init_params``).
     """
     if width != 1.0:
@@ -56,11 +56,10 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
         with torch.device("meta"):
             _with_in_channels(model, in_channels)
     device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
-    norm = "nonaffine" if norms == "nonaffine" else "keep"
-    bias = "drop" if biases == "drop" else "keep"
+    convert = {"nonaffine_norms": norms == "nonaffine", "keep_biases": biases != "drop", "device": device}
     if density is None:  # dense baseline: every weight layer plain and trainable
-        return subnetify(model, 1.0, keep_dense=lambda layer_name, layer: True, device=device, norm=norm, biases=bias)
-    return subnetify(model, density, device=device, norm=norm, biases=bias)
+        return to_subnet_layers(model, 1.0, keep_dense=lambda layer_name, layer: True, **convert)
+    return to_subnet_layers(model, density, **convert)
 
 
 def _register(registry_name: str, tv_name: str, description: str, image_size: bool = False, **fixed) -> None:

@@ -1,4 +1,10 @@
-"""Subnet layers (straight-through top-k) and converters. Imports nothing from popcli but errors."""
+"""Subnet layers (straight-through top-k), converters and batch-norm folding.
+
+``layers`` (SubnetConv2d / SubnetLinear and the shared SubnetMixin), ``attention`` (masked
+multi-head attention), ``topk`` (the O(n) selection), ``fused`` + ``cpu_kernels`` (the CPU
+training passes in C), ``convert`` (any module to subnet layers and back), ``fold`` (batch norm
+into the layer before it). Imports only ``popcli.errors`` and ``popcli.kernels``.
+"""
 
 from .layers import (
     NonAffineBatchNorm1d,
@@ -9,10 +15,11 @@ from .layers import (
     is_subnet,
 )
 from .attention import SubnetMultiheadAttention
-from .convert import bake_subnets, densify, subnetify
+from .convert import KeepDense, bake_subnets, densify, to_subnet_layers
 from .topk import global_topk_masks, kept_count, topk_mask
 
 __all__ = [
-    "NonAffineBatchNorm1d", "NonAffineBatchNorm2d", "SubnetConv2d", "SubnetLinear", "SubnetMixin", "SubnetMultiheadAttention",
-    "is_subnet", "bake_subnets", "densify", "subnetify", "global_topk_masks", "kept_count", "topk_mask",
+    "KeepDense", "NonAffineBatchNorm1d", "NonAffineBatchNorm2d", "SubnetConv2d", "SubnetLinear", "SubnetMixin",
+    "SubnetMultiheadAttention", "is_subnet", "bake_subnets", "densify", "to_subnet_layers", "global_topk_masks",
+    "kept_count", "topk_mask",
 ]

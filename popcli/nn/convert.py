@@ -1,6 +1,6 @@
 """Convert any module built from Conv2d / Linear / BatchNorm into subnet layers, and back.
 
-``subnetify`` turns a torch model (torchvision's ResNets, a custom nn.Sequential, ...) into one
+``to_subnet_layers`` turns a torch model (torchvision's ResNets, a custom nn.Sequential, ...) into one
 whose Conv2d/Linear are ``SubnetConv2d``/``SubnetLinear`` and whose batch norms are non-affine;
 ``densify`` turns subnet layers into plain trainable layers (the dense baseline). Both accept
 models built on the meta device (``with torch.device("meta"): ...``, so that foreign
@@ -84,7 +84,7 @@ def _attention(name: str, mha: nn.MultiheadAttention, density: float, keep: Call
     return new
 
 
-def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, norm: str, bias: bool,
+def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, nonaffine: bool, bias: bool,
                  device: torch.device) -> nn.Module | None:
     """The replacement of one module, or None to leave it (and recurse into its children)."""
     if isinstance(module, (SubnetMixin, SubnetMultiheadAttention)):
@@ -97,11 +97,11 @@ def _subnet_leaf(name: str, module: nn.Module, density: float, keep: Callable, n
         if isinstance(module, nn.Conv2d):
             return SubnetConv2d.from_conv(module, density, bias)
         return SubnetLinear.from_linear(module, density, bias)
-    if norm == "nonaffine" and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if nonaffine and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         # Fresh running stats: without gamma/beta the source's statistics would not mean the same.
         return type(module)(module.num_features, eps=module.eps, momentum=module.momentum, affine=False,
                             track_running_stats=module.track_running_stats)
-    if norm == "nonaffine" and isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+    if nonaffine and isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return _drop_affine(module)
     return None
 
@@ -161,15 +161,17 @@ def _check_materialized(module: nn.Module) -> None:
                 f"device or replace it before converting")
 
 
-def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None, norm: str = "nonaffine",
-              biases: str = "drop", device: str | torch.device = "cpu") -> nn.Module:
+def to_subnet_layers(module: nn.Module, density: float, *, keep_dense: KeepDense = None,
+                     nonaffine_norms: bool = True, keep_biases: bool = False,
+                     device: str | torch.device = "cpu") -> nn.Module:
     """Conv2d/Linear -> SubnetConv2d/SubnetLinear at ``density``, packed nn.MultiheadAttention ->
-    SubnetMultiheadAttention (both projections masked).
+    SubnetMultiheadAttention (both projections masked): the structural step of ``popcli.subnetify``
+    (which adds the portable weights and the parameter policies).
 
-    ``biases="drop"`` removes the biases of converted layers; ``"keep"`` keeps them (copied, or
-    zero on meta). ``norm="nonaffine"`` replaces every BatchNorm1d/2d by a non-affine one of the
-    same size (fresh running stats) and removes LayerNorm/GroupNorm gamma/beta; ``norm="keep"``
-    leaves norms alone. Other parameters still on meta are materialized as zeros (see
+    ``keep_biases=False`` removes the biases of converted layers; True keeps them (copied, or
+    zero on meta). ``nonaffine_norms`` replaces every BatchNorm1d/2d by a non-affine one of the
+    same size (fresh running stats) and removes LayerNorm/GroupNorm gamma/beta; False leaves
+    norms alone. Other parameters still on meta are materialized as zeros (see
     ``_materialize``): structure only, ``popcli.models.init_weights`` fills values. ``keep_dense`` selects
     Conv2d/Linear layers that stay plain (real, trainable, bias dropped): a callable
     (qualified_name, module) -> bool, or a collection of qualified names (``named_modules``).
@@ -177,15 +179,11 @@ def subnetify(module: nn.Module, density: float, *, keep_dense: KeepDense = None
     object when the root itself is a Conv2d/Linear/BatchNorm). New layers go to ``device``:
     the CPU (real, zero weights), or "meta" to build a structure that a loader fills in.
     """
-    if norm not in ("nonaffine", "keep"):
-        raise ModelError(f"norm must be 'nonaffine' or 'keep', got {norm!r}")
-    if biases not in ("drop", "keep"):
-        raise ModelError(f"biases must be 'drop' or 'keep', got {biases!r}")
     if not 0.0 < density <= 1.0:
         raise ModelError(f"density must be in (0, 1], got {density}")
     keep = _keep_fn(keep_dense)
     device = torch.device(device)
-    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, norm, biases == "keep", device),
+    converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, nonaffine_norms, keep_biases, device),
                          device)
     if device.type != "meta":
         _materialize(converted, device)
@@ -209,7 +207,7 @@ def _baked(layer: SubnetMixin) -> nn.Conv2d | nn.Linear:
 def bake_subnets(module: nn.Module) -> nn.Module:
     """SubnetConv2d/SubnetLinear -> frozen plain Conv2d/Linear holding ``w * mask`` (and the bias, if
     any): the found subnetwork as ordinary layers, same logits bit for bit, dense speed. Batch
-    norms stay (``popcli.bake`` folds them, which changes the last bits). Converts in place and
+    norms stay (``fold.fold_batchnorm`` folds them, which changes the last bits). Converts in place and
     returns the root (new when the root is a subnet layer)."""
     return _replace(module, lambda name, m: _baked(m) if isinstance(m, SubnetMixin) else None,
                     torch.get_default_device())

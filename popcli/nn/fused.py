@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import cpu_kernels
-from .topk import _SMALL, ThresholdTracker, cpu_threshold, from_candidates, kept_count
+from .topk import SMALL_LAYER, ThresholdTracker, cpu_threshold, from_candidates, kept_count
 
 
 def _patch_bracket(out: torch.Tensor, weight: torch.Tensor, scores: torch.Tensor, above: int, idx: torch.Tensor,
@@ -44,7 +44,7 @@ def masked_weight(weight: torch.Tensor, scores: torch.Tensor, density: float, tr
     k = kept_count(n, density)
     if k >= n:
         return weight.clone()
-    bracket = tracker.bracket() if n > _SMALL else None
+    bracket = tracker.bracket() if n > SMALL_LAYER else None
     if bracket is not None:
         out, above, idx = cpu_kernels.masked_weight_gather(scores, weight, *bracket, cap=n // 64 + 1024)
         t = _patch_bracket(out, weight, scores, above, idx, k) if idx is not None else None

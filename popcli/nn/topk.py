@@ -27,7 +27,7 @@ from . import cpu_kernels
 
 _SAMPLE = 4096  # strided sample size for the bracket without a tracker (sorting 4K: ~0.06 ms)
 _SIGMAS = 3.5  # sample bracket half-width in standard deviations of a sample quantile's rank
-_SMALL = 8192  # at or below this many scores a direct selection is as fast as a bracket
+SMALL_LAYER = 8192  # at or below this many scores a direct selection is as fast as a bracket
 
 
 class Threshold(NamedTuple):
@@ -111,7 +111,7 @@ def cpu_threshold(scores: torch.Tensor, k: int, tracker: ThresholdTracker | None
     """The exact threshold of the top-k of |scores| (CPU, any shape), using and updating ``tracker``."""
     flat = scores.detach().reshape(-1).float().contiguous()
     found, hint_hit = None, None
-    if flat.numel() > _SMALL:
+    if flat.numel() > SMALL_LAYER:
         hinted = tracker.bracket() if tracker is not None else None
         if hinted is not None:
             found = _in_bracket(flat, k, *hinted)

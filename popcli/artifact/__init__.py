@@ -1,0 +1,35 @@
+"""The artifact: a found subnetwork as one safetensors file, and its exact reconstruction.
+
+The file holds the masks of all masked layers as one coded stream (``masks``, see ``codecs``),
+the tensors a seed cannot regenerate (``state.<key>``: batch-norm statistics, trained weights of
+dense layers) and string metadata describing everything else; the random weights themselves are
+regenerated from the seed and checked against per-layer SHA-256 digests. docs/FORMAT.md is the
+byte format. One pipeline reads it, with no back-and-forth:
+
+    container.read_raw   open: header JSON, versions, tensors, content checksum
+    reader.read          parse every entry once into a typed Header (schema, extras, multimask),
+                         check the tensors and the structure built on the meta device
+    multimask.select     one mask's view
+    masks                decode masks, regenerate and verify weights (two threads)
+    rebuild.load         fill the model, restore the method state and stored tensors
+    finish.finish_load   infer mode (plain layers, batch norm folded) or search mode
+
+``writer.save`` writes one; ``report.inspect`` describes one; ``preprocess`` is what travels
+with it for deployment. Other packages take the ``Artifact`` and its ``Header``, never the raw
+metadata strings. Imports ``storage``, ``codecs``, ``rng``, ``nn``, ``methods``, ``recipe``,
+``models`` and ``data.facts``. Every problem with a file is an ``ArtifactError`` naming it;
+nothing here prints.
+"""
+
+from .container import (FORMAT_NAME, FORMAT_VERSION, MASKS, MULTI_MASK_VERSION, STATE, Artifact, Header, content_sha256,
+                        is_safetensors)
+from .masks import verify
+from .multimask import select
+from .reader import read
+from .rebuild import load
+from .report import inspect
+from .schema import LayerRecord
+from .writer import save
+
+__all__ = ["Artifact", "FORMAT_NAME", "FORMAT_VERSION", "Header", "LayerRecord", "MASKS", "MULTI_MASK_VERSION",
+           "STATE", "content_sha256", "inspect", "is_safetensors", "load", "read", "save", "select", "verify"]

@@ -1,0 +1,48 @@
+"""What ``popcli.load`` hands back: the rebuilt model made ready for inference or for search.
+
+``finish_load(model, art, mode, fold_bn)`` takes the model ``rebuild.load`` rebuilt (subnet layers
+frozen to the stored masks, stored tensors filled) and, for ``mode="infer"``, bakes every subnet
+layer into a plain frozen Conv2d/Linear holding ``w * mask`` (``nn.bake_subnets``: the same logits
+bit for bit) and, with ``fold_bn``, folds each batch norm that follows a conv/linear into it
+(``nn.fold`` on the torch.fx trace: what the baked model and the ONNX export do;
+logits then agree to float32 rounding, ~1e-6, not bit for bit; a model torch.fx cannot trace
+keeps its batch norms). For ``mode="search"`` it gives each subnet layer trainable scores whose
+top-k is exactly its stored mask (drawn from the seed's "scores" stream of that layer). Nothing
+here reads files.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .. import rng
+from ..models import masked_layers
+from ..nn import bake_subnets
+from ..nn.fold import fold_traced
+from . import preprocess
+from .container import Artifact
+
+
+def finish_load(model: nn.Module, art: Artifact, mode: str, fold_bn: bool = True) -> nn.Module:
+    """``model`` (rebuilt from ``art``, an ``artifact.Artifact``) as ``mode`` wants it; see the module
+    docstring. Either way it carries ``popcli_data_config`` (``preprocess``: mean, std, input shape,
+    classes) and ``popcli_description`` (so that ``popcli.save(model, path)`` can write it again)."""
+    model = _finish(model, art, mode, fold_bn)
+    model.popcli_data_config = preprocess.from_artifact(art)
+    info = {**art.data_info, **{k: model.popcli_data_config[k] for k in ("mean", "std", "class_names", "dataset")}}
+    model.popcli_description = {"recipe": art.recipe, "data_info": info}
+    return model
+
+
+def _finish(model: nn.Module, art: Artifact, mode: str, fold_bn: bool) -> nn.Module:
+    if mode == "search":
+        for name, layer in masked_layers(model):
+            if layer.rule is None:  # a method rule's layer (biprop, signed supermask) keeps its fixed mask
+                layer.reset_scores_to_mask(layer.fixed_mask, rng.torch_generator(art.recipe.seed, "scores", name))
+        return model
+    model = bake_subnets(model.eval())
+    if fold_bn:
+        model = fold_traced(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

@@ -1,0 +1,60 @@
+"""Preprocessing that travels with a model: mean, std, input shape, class count and class names.
+
+``data_config(recipe, data_info)`` is the dictionary written into an artifact's metadata (key
+``preprocessing``) and into ONNX ``metadata_props`` (``popcli.mean``, ``popcli.std``,
+``popcli.input_shape``, ``popcli.num_classes``, ``popcli.class_names``, and all of it as
+``popcli.preprocessing``), and exposed by ``popcli.load`` as ``model.popcli_data_config``:
+
+    {"input_shape": [C, H, W], "num_classes": K, "mean": [C floats], "std": [C floats],
+     "pixel_scale": 255, "class_names": [K strings] or null, "dataset": name}
+
+An input is prepared as ``x = (pixels / pixel_scale - mean) / std`` per channel, shape [B, C, H, W]
+(images resized / center-cropped to H x W first). Values given in ``data_info`` (create_model,
+subnetify, a user's dataset) win; otherwise the dataset's known statistics are used (the ones its
+loader normalizes with, ``data.facts``). ``from_artifact`` reads the entry, or derives it for
+files written before it existed (format version 1 files without it still load). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from ..data.facts import class_names as known_names, normalization
+from .container import Artifact
+
+
+def data_config(recipe, data_info: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing description of a model trained on ``recipe.data`` with ``data_info``
+    (``data_info["dataset"]``, when present, names the data instead; None for unknown)."""
+    shape = [int(d) for d in data_info["shape"]]
+    dataset = data_info["dataset"] if "dataset" in data_info else recipe.data.dataset
+    known_mean, known_std = normalization(dataset, shape[0])
+    mean = [float(v) for v in data_info.get("mean") or known_mean]
+    std = [float(v) for v in data_info.get("std") or known_std]
+    classes = int(data_info["num_classes"])
+    # a dataset's class names describe a model only if it reads that dataset's images
+    names = data_info.get("class_names") or known_names(dataset, shape)
+    if names is not None and len(names) != classes:
+        names = None  # not this model's classes: names would mislead
+    return {"input_shape": shape, "num_classes": classes, "mean": mean, "std": std, "pixel_scale": 255,
+            "class_names": None if names is None else [str(n) for n in names], "dataset": dataset}
+
+
+def from_artifact(art: Artifact) -> dict[str, Any]:
+    """The artifact's ``preprocessing`` entry (checked at read), or the one derived from its recipe
+    and data (older files)."""
+    if art.header.preprocessing is None:
+        return data_config(art.recipe, art.data_info)
+    return copy.deepcopy(art.header.preprocessing)  # the caller's to change; the header stays as read
+
+
+def onnx_metadata(config: dict[str, Any]) -> dict[str, str]:
+    """The ONNX metadata_props for ``config`` (strings: JSON values)."""
+    props = {f"popcli.{key}": json.dumps(config[key], separators=(",", ":"))
+             for key in ("mean", "std", "input_shape", "num_classes", "pixel_scale")}
+    if config.get("class_names") is not None:
+        props["popcli.class_names"] = json.dumps(config["class_names"], separators=(",", ":"))
+    props["popcli.preprocessing"] = json.dumps(config, separators=(",", ":"))
+    return props

@@ -1,0 +1,113 @@
+"""``popcli export``, ``popcli inspect`` and ``popcli eval``: ship a found subnetwork, describe
+an artifact, measure it. The work is ``export.export``, ``artifact.inspect`` and
+``deploy.evaluate``; this module renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import examples, tables
+from .app import app, err_console, guard, out_console, print_json, spinner
+
+
+@app.command(epilog=examples.EXPORT)
+@guard
+def export(
+    source: Optional[Path] = typer.Argument(None, metavar="RUN_OR_ARTIFACT",
+                                            help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors)."),
+    masks: list[str] = typer.Option([], "--mask", metavar="NAME=RUN",
+                                    help="One named mask per run, all over one seed, in one artifact (repeatable)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
+    prune_dead_units: bool = typer.Option(False, "--prune-dead-units", help="ONNX: remove units that cannot matter."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX: also write <name>.int8.onnx (static QDQ int8)."),
+    codec: str = typer.Option("auto", "--codec", help="Mask codec: auto (the smaller), packbits or rans."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for the ONNX parity check."),
+    parity_samples: int = typer.Option(1000, "--parity-samples", help="Test images for the ONNX parity check."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Ship a found subnetwork: seed + bit-packed masks (safetensors) and/or a verified ONNX graph."""
+    from ..export import export as run_export
+
+    with spinner("exporting and verifying...", quiet=as_json):
+        report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
+                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks)
+    if as_json:
+        print_json(report)
+    else:
+        if "layers" in report:
+            for table in tables.inspect_tables(report):
+                out_console.print(table)
+            tables.print_verification(err_console, report)
+        if "onnx" in report:
+            out_console.print(tables.onnx_table(report["onnx"]))
+    if not report.get("verified", True):
+        raise typer.Exit(1)
+
+
+@app.command(epilog=examples.INSPECT)
+@guard
+def inspect(
+    artifact: Path = typer.Argument(..., metavar="FILE", help="An artifact written by popcli export."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Show an artifact's metadata, per-layer densities and sizes, and verify it (exit 1 if it fails)."""
+    from ..artifact import inspect as run_inspect
+
+    report = run_inspect(artifact)
+    if as_json:
+        print_json(report)
+    else:
+        for table in tables.inspect_tables(report):
+            out_console.print(table)
+        tables.print_verification(err_console, report)
+    if not report["verified"]:
+        raise typer.Exit(1)
+
+
+@app.command("eval", epilog=examples.EVAL)
+@guard
+def eval_command(
+    source: Path = typer.Argument(..., metavar="ARTIFACT_OR_ONNX", help="An artifact or an ONNX file from popcli export."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder (else the usual search order)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N test images [default: all]."),
+    batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Latency batch sizes, comma-separated."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch and ONNX Runtime."),
+    provider: str = typer.Option("CPUExecutionProvider", "--provider", help="ONNX Runtime execution provider."),
+    int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from ..deploy.evaluate import evaluate
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                        disable=as_json, transient=True)
+    task = None
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:  # the display starts with the first event
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task("", total=None)
+        what = (f"accuracy: {info['engine']} on {info['images']:,} images" if kind == "accuracy"
+                else f"latency: {info['engine']}, batch {info['batch_size']}")
+        progress.update(task, description=what)
+
+    try:
+        report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
+                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask)
+    finally:
+        progress.stop()
+    if as_json:
+        print_json(report)
+        return
+    for table in tables.eval_tables(report):
+        out_console.print(table)

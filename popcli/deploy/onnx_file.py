@@ -1,0 +1,81 @@
+"""From a found subnetwork to deployable ONNX files: bake, (prune), export, verify, (quantize).
+
+``export_onnx(model, recipe, data_info, path, ...)`` bakes the model (``bake``), optionally
+removes dead units, exports it (``graph``), checks ONNX Runtime against the *original*
+PyTorch model on real test images (an error, and no file, beyond ``PARITY_ATOL``), writes it,
+and with ``int8`` also writes ``<name>.int8.onnx`` (static QDQ, calibrated on training images)
+with its accuracy and speed against fp32 (``int8.report``). Nothing prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..artifact import preprocess
+from ..data.sample import real_inputs
+from ..errors import ArtifactError
+from ..recipe import Recipe
+from ..storage.atomic import check_output
+from ..storage.strict_json import compact
+from ..version import __version__
+from . import graph, int8 as quantized
+from .bake import bake, count, prune_dead_units
+from .int8 import CALIBRATION_IMAGES, int8_path
+
+
+def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha256: str, pruned: bool) -> dict[str, str]:
+    return {
+        "popcli.version": __version__, "popcli.seed": str(recipe.seed), "popcli.arch": recipe.model.arch,
+        "popcli.init": recipe.model.init, "popcli.method": recipe.search.method,
+        "popcli.density": repr(recipe.search.density), "popcli.source": source,
+        "popcli.source_sha256": source_sha256, "popcli.dead_units_removed": str(pruned).lower(),
+        "popcli.data": compact({**data_info, "dataset": recipe.data.dataset}),
+        "popcli.recipe": compact(recipe.to_dict()),
+        **preprocess.onnx_metadata(preprocess.data_config(recipe, data_info)),
+    }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any], path: str | Path, *,
+                source: str, source_sha256: str, prune: bool = False, int8: bool = False,
+                data_dir: str | None = None, samples: int = 1000, force: bool = False,
+                inputs: torch.Tensor | None = None) -> dict[str, Any]:
+    """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report.
+    ``inputs`` [N, C, H, W]: the images to check parity on instead of the recipe's test set (a
+    user's own data, ``data.dataset: user``); not with ``int8``, which calibrates on the recipe's."""
+    path = Path(path)
+    check_output(path, force, "--onnx")
+    if int8:
+        check_output(int8_path(path), force, "--onnx")
+    shape = tuple(int(d) for d in data_info["shape"])
+    if inputs is not None and int8:
+        raise ArtifactError("int8 calibrates on the recipe's dataset; export int8 without inputs=")
+    # parity on the first ``samples`` test images; int8's accuracy on the whole test set
+    x_test, y_test, x_train = ((inputs, None, None) if inputs is not None else
+                               real_inputs(recipe, data_dir, test=10**9 if int8 else samples,
+                                           train=CALIBRATION_IMAGES if int8 else 0))
+    model = model.eval()
+    baked = bake(model)
+    before = count(baked, shape)
+    removed = prune_dead_units(baked) if prune else 0
+    proto = graph.to_onnx(baked, shape, _metadata(recipe, data_info, source, source_sha256, prune))
+    check = graph.parity(proto, model, x_test[:samples])
+    graph.check_parity(check)
+    report = {"path": str(path), "opset": graph.OPSET, "bytes": graph.write_onnx(proto, path, exclusive=not force),
+              "input_shape": ["batch", *shape], "num_classes": int(data_info["num_classes"]),
+              "parity": {**check, "tolerance": graph.PARITY_ATOL}, "before": before,
+              "after": count(baked, shape), "dead_units_removed": removed}
+    if int8:
+        report["int8"] = quantized.report(proto, path, x_train, x_test, y_test, force)
+    return report
