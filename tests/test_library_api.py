@@ -205,6 +205,8 @@ def test_python_api_errors_are_popcli_errors_that_speak_python(tmp_path):
         popcli.subnetify("resnet18")
     with pytest.raises(ModelError, match="create_model takes a model name"):
         popcli.create_model(nn.Linear(2, 2))
+    with pytest.raises(ArtifactError, match="popcli.save writes a torch.nn.Module built by popcli, got str"):
+        popcli.save("model.pt", tmp_path / "m.safetensors")
     model, (train, test) = popcli.subnetify(build_with_bias(in_channels=3, image_size=8, num_classes=2)), data()
     with pytest.raises(DataError, match=r"items are \(PIL.Image, int\).*ToTensor"):
         popcli.search(model, PilImages(), test, arch=BIASED, run_dir=tmp_path / "pil", **FAST)

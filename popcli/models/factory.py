@@ -177,6 +177,8 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
 def description(model: nn.Module, recipe: Recipe | None, data_info: dict | None) -> tuple[Recipe, dict]:
     """(recipe, data_info) for saving ``model``: the ones given, else the model's own; checked to
     describe the model (the architecture the recipe builds has the model's layers and tensors)."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"popcli.save writes a torch.nn.Module built by popcli, got {type(model).__name__}")
     own = getattr(model, "popcli_description", None)
     if recipe is None or data_info is None:
         if own is None:
