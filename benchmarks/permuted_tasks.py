@@ -1,11 +1,15 @@
 """Five permuted Fashion-MNIST tasks on one random LeNet-300-100 (SupSup's PermutedMNIST setting):
 one mask searched per task (data.permute_task = 0..4, the same seed, so the same random weights),
 one multi-mask artifact holding all five, each task's accuracy re-measured from that file, and
-its size against five single-mask artifacts and five dense fp32 models.
+its size against five single-mask artifacts and five dense fp32 models. Then SupSup's one-shot
+task inference over that file (``popcli eval FILE --mask auto``, ``deploy.task_eval``): for
+batches of 1, 8 and 64 test images of each task, how often the task is found from the images
+alone, and the accuracy with the inferred mask against the task's own.
 
-    python benchmarks/permuted_tasks.py --out sweeps/permuted [--epochs 3] [--density 0.1]
+    python benchmarks/permuted_tasks.py --out sweeps/permuted [--epochs 3] [--density 0.1] [--task-images 10000]
 
-Writes ``permuted.csv`` (one row per task) and ``permuted_sizes.csv`` in ``--out``.
+Writes ``permuted.csv`` (one row per task), ``permuted_sizes.csv`` and
+``permuted_task_inference.csv`` (one row per task and batch size) in ``--out``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,30 @@ import popcli
 from popcli import recipe as recipes
 from popcli.data import load_data
 from popcli.export import export
+from popcli.deploy.task_eval import evaluate_tasks
 from popcli.engine.loop import evaluate, search
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fashion-mnist-paper-sweep.yaml"
 
 
-def main(out: Path, epochs: int, density: float, tasks: int = 5) -> None:
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def task_inference(path: Path, out: Path, batch_sizes: list[int], images: int | None) -> dict:
+    """Task-id accuracy against batch size over the multi-mask file (``popcli eval --mask auto``)."""
+    report = evaluate_tasks(path, batch_sizes=batch_sizes, limit=images, threads=1)
+    rows = [{k: r[k] for k in ("mask", "batch_size", "batches", "images", "task_id_acc", "acc_inferred", "acc_given")}
+            for r in report["task_inference"]["rows"]]
+    _write_csv(out / "permuted_task_inference.csv", rows)
+    return {"task_id_acc": report["task_inference"]["task_id_acc"], "accuracy": report["accuracy"],
+            "latency_ms_p50": {str(r["batch_size"]): r["p50_ms"] for r in report["latency"]}}
+
+
+def main(out: Path, epochs: int, density: float, tasks: int = 5, task_images: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     specs, rows, singles = [], [], []
     for task in range(tasks):
@@ -46,18 +68,13 @@ def main(out: Path, epochs: int, density: float, tasks: int = 5) -> None:
         rows.append({"task": task, "search_test_acc": summary["test_acc"], "multi_mask_file_test_acc": acc,
                      "equal": acc == summary["test_acc"], "acc_on_next_tasks_data": other,
                      "kept_fraction": singles[task]["kept_weights"] / singles[task]["masked_weights"]})
-    with open(out / "permuted.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_csv(out / "permuted.csv", rows)
     sizes = [{"what": "one multi-mask artifact (5 masks)", "bytes": multi["artifact_bytes"]},
              {"what": "5 single-mask artifacts", "bytes": sum(s["artifact_bytes"] for s in singles)},
              {"what": "5 dense fp32 safetensors models", "bytes": sum(s["dense_fp32_bytes"] for s in singles)}]
-    with open(out / "permuted_sizes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["what", "bytes"])
-        writer.writeheader()
-        writer.writerows(sizes)
-    print(json.dumps({"tasks": rows, "sizes": sizes}, indent=1))
+    _write_csv(out / "permuted_sizes.csv", sizes)
+    inferred = task_inference(out / "five_tasks.safetensors", out, [1, 8, 64], task_images)
+    print(json.dumps({"tasks": rows, "sizes": sizes, "task_inference": inferred}, indent=1))
 
 
 if __name__ == "__main__":
@@ -65,5 +82,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("sweeps/permuted"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--density", type=float, default=0.1)
+    parser.add_argument("--task-images", type=int, default=None,
+                        help="test images per task for task inference (default: all 10,000)")
     args = parser.parse_args()
-    main(args.out, args.epochs, args.density)
+    main(args.out, args.epochs, args.density, task_images=args.task_images)

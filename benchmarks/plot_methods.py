@@ -102,3 +102,5 @@ if __name__ == "__main__":
             for f in files:
                 shutil.copy(folder / f, args.out / f"methods_{f}")
             print("drew", name)
+    if (args.permuted / "permuted_task_inference.csv").is_file():  # a table in RESULTS.md, no figure
+        shutil.copy(args.permuted / "permuted_task_inference.csv", args.out / "methods_permuted_task_inference.csv")

@@ -8,13 +8,47 @@ class (the CLI exits with ``err.exit_code``):
 - 1 every other ``PopcliError``: the command was fine but the work failed (a missing or corrupt
   dataset, artifact, checkpoint or file; a diverged search; a failed verification).
 - 130 an interrupt (Ctrl-C), whether or not a checkpoint was written.
+
+Messages name the fix in the caller's terms: the CLI's options (``--force``) by default, the
+Python arguments (``force=True``) inside a public API call (``popcli.search``, ``popcli.save``,
+... run under ``python_api()``); a message that names an option writes ``option("force")``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPT = 130
+
+_INTERFACE: contextvars.ContextVar[str] = contextvars.ContextVar("popcli_interface", default="cli")
+# how a fix is spelled: (CLI, Python API); "DIR" / "PATH" stand for the value the message names
+_OPTIONS = {"force": ("--force", "force=True"), "resume": ("--resume", "resume=True"),
+            "out": ("--out", "another run_dir"), "-o": ("-o", "path"), "onnx": ("--onnx", "onnx=")}
+
+
+@contextlib.contextmanager
+def python_api() -> Iterator[None]:
+    """Messages raised inside name Python arguments (``force=True``), not CLI options (``--force``)."""
+    token = _INTERFACE.set("python")
+    try:
+        yield
+    finally:
+        _INTERFACE.reset(token)
+
+
+def option(name: str) -> str:
+    """How the caller spells the fix ``name`` (a key of ``_OPTIONS``): ``--force`` or ``force=True``."""
+    cli, python = _OPTIONS.get(name, (name, name))
+    return python if _INTERFACE.get() == "python" else cli
+
+
+def in_python() -> bool:
+    """Whether a public Python API call is running (messages then name arguments, not options)."""
+    return _INTERFACE.get() == "python"
 
 
 class PopcliError(Exception):
@@ -57,6 +91,10 @@ class TrainingDiverged(PopcliError):
 
 class ArtifactError(PopcliError):
     """An artifact is unreadable, not popcli's, of an unsupported version, or fails verification."""
+
+
+class ArtifactNotFound(ArtifactError, FileNotFoundError):
+    """The artifact path does not exist: a PopcliError and, as ``open`` users expect, a FileNotFoundError."""
 
 
 class OutputExists(ArtifactError):

@@ -1,7 +1,7 @@
 """SIGKILL a short search at every write point and at random moments, resume it, compare.
 
 Run by tests/test_faults.py as a separate process (``python tests/kill_driver.py WORKDIR
-RANDOM_KILLS SEED``): it imports torch once, keeps to one thread, and forks one child per
+RANDOM_KILLS SEED [SEARCH_KEYS_JSON]``, e.g. '{"checkpoint_every_steps": 2}'): it imports torch once, keeps to one thread, and forks one child per
 search so that a SIGKILL takes down only that child. It prints one JSON object:
 {"points": [...], "scenarios": [{"name", "killed", "problems"}...]}. A scenario's problems
 list what differs from the uninterrupted run (tensors compared with torch.equal, metrics
@@ -63,8 +63,15 @@ def _child(fn, env: dict[str, str] | None = None, kill_after: float | None = Non
     return "ok" if os.WEXITSTATUS(status) == 0 else "failed: " + message.decode(errors="replace")
 
 
-def _run(run_dir: Path, resume: bool) -> None:
-    search(from_dict(RECIPE), run_dir, resume=resume, force=False)
+SEARCH_EXTRA: dict = {}  # more search keys for every run (argv[4], JSON): {"checkpoint_every_steps": 2}
+
+
+def recipe(extra: dict | None = None) -> dict:
+    return {**RECIPE, "search": {**RECIPE["search"], **SEARCH_EXTRA, **(extra or {})}}
+
+
+def _run(run_dir: Path, resume: bool, on_event=None) -> None:
+    search(from_dict(recipe()), run_dir, resume=resume, force=False, on_event=on_event)
 
 
 def _finish(run_dir: Path) -> str:
@@ -157,4 +164,5 @@ def main(work: Path, random_kills: int, seed: int) -> dict:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)  # before any op: the forked children then never meet a thread pool
+    SEARCH_EXTRA.update(json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
     print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))

@@ -143,10 +143,12 @@ def test_stopped_before_first_checkpoint_can_rerun(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "recipe.yaml").write_text("seed: 0\n")  # what a double Ctrl-C before the first checkpoint leaves
-    one_line_error(run("search", *SYNTH, "--resume", "--out", run_dir), 1, "without --resume")
-    result = run("search", *SYNTH, "--set", "search.max_steps=2", "--out", run_dir, "--json")
-    assert result.exit_code == 0, result.stderr  # the rerun the message offers works, no --force needed
-    assert strict(result.stdout)["steps"] == 2 and "data.dataset" not in (run_dir / "recipe.yaml").read_text()
+    result = run("search", *SYNTH, "--set", "search.max_steps=2", "--resume", "--out", run_dir, "--json")
+    assert result.exit_code == 0, result.stderr  # --resume of a run that never checkpointed starts it
+    assert strict(result.stdout)["steps"] == 2 and "dataset: synthetic" in (run_dir / "recipe.yaml").read_text()
+    assert "no checkpoint in" in result.stderr and "starting the run" in result.stderr
+    result = run("search", *SYNTH, "--set", "search.max_steps=2", "--out", run_dir, "--force", "--json")
+    assert result.exit_code == 0, result.stderr
 
 
 def test_resume_of_missing_folder(tmp_path):

@@ -4,6 +4,7 @@ state or in one error line with nothing lost and nothing half-written."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ import kill_driver
 from popcli.cli import get_app
 from popcli.errors import PopcliError, RunError, StorageError
 from popcli.storage import atomic, faults
+from popcli.storage.checkpoint import load_checkpoint
 from popcli.recipe import from_dict
 from popcli.storage.runlock import RunLock
 from popcli.engine.loop import search
@@ -68,12 +70,13 @@ def no_faults(monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigkill_at_every_write_and_at_random_moments_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"checkpoint_every_steps": 2}], ids=["per-epoch", "every-2-steps"])
+def test_sigkill_at_every_write_and_at_random_moments_then_resume_is_bit_identical(tmp_path, extra):
     work = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path  # fsync is free on tmpfs
     work = Path(subprocess.check_output(["mktemp", "-d", "-p", str(work)], text=True).strip())
     try:
-        out = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_driver.py")), str(work), "4", "7"],
-                             capture_output=True, text=True, timeout=400)
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_driver.py")), str(work), "4", "7",
+                              json.dumps(extra)], capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         report = json.loads(out.stdout)
     finally:
@@ -83,11 +86,42 @@ def test_sigkill_at_every_write_and_at_random_moments_then_resume_is_bit_identic
     for name in ("open:last.pt#3", "write:last.pt#2", "rename:last.pt#1", "rename:metrics.jsonl#3",
                  "write:best.pt#1", "rename:summary.json#1", "write:recipe.yaml#1"):
         assert name in points, points
+    # 9 steps, 3 per epoch: last.pt at each epoch's end, and after steps 2, 4 and 8 with every-2-steps
+    assert sum(p.startswith("rename:last.pt") for p in points) == (6 if extra else 3), points
     by_point = [s for s in report["scenarios"] if s["name"].startswith("kill@")]
     assert len(by_point) == len(points) and all(s["killed"] for s in by_point)
     assert any(s["killed"] for s in report["scenarios"] if s["name"].startswith("random"))
     bad = [s for s in report["scenarios"] if s["problems"]]
     assert not bad, bad
+
+
+def _kill_at_step(run_dir: Path, step: int) -> str:
+    """Run the every-2-steps search in a forked child that SIGKILLs itself after training ``step``."""
+    def on_event(kind, info):
+        if kind == "step" and info["step"] == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill_driver._child(lambda: kill_driver._run(run_dir, resume=False, on_event=on_event))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a search to SIGKILL it")
+def test_checkpoint_every_steps_a_kill_mid_epoch_loses_at_most_n_steps_and_resume_is_exact(tmp_path, monkeypatch):
+    monkeypatch.setitem(kill_driver.SEARCH_EXTRA, "checkpoint_every_steps", 2)
+    torch.set_num_threads(1)
+    ref = tmp_path / "ref"
+    assert kill_driver._child(lambda: kill_driver._run(ref, resume=False)) == "ok"
+    # killed in the step event of step 5 (mid-epoch 2), of step 8 (before that step's own checkpoint:
+    # the most a kill can lose, N = 2 steps) and of step 1 (before any checkpoint)
+    for step, kept in ((5, 4), (8, 6), (1, None)):
+        run = tmp_path / f"killed{step}"
+        assert _kill_at_step(run, step) == "killed"
+        if kept is None:
+            assert not (run / "last.pt").exists() and (run / "recipe.yaml").is_file()
+        else:  # step - kept <= N steps lost
+            assert load_checkpoint(run / "last.pt")["progress"]["global_step"] == kept
+        # --resume: continues from last.pt, or starts a run that never checkpointed
+        assert kill_driver._child(lambda: kill_driver._run(run, resume=True)) == "ok"
+        assert kill_driver.compare(ref, run) == [], step
 
 
 def test_resume_with_a_checkpoint_missing_a_key_is_one_line(tmp_path, reference):

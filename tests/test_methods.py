@@ -346,3 +346,28 @@ def test_resume_under_an_anneal_schedule_is_exact(tmp_path):
     assert (tmp_path / "straight" / "metrics.jsonl").read_text().count("\n") == 2
     loss = lambda d: [_json.loads(line)["train_loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     assert loss("straight") == loss("resumed")
+
+
+@pytest.mark.parametrize("extra", [[], ["search.global_topk=true"]], ids=["per-layer", "global"])
+def test_a_run_stopped_during_an_anneal_exports_the_density_its_metrics_measured(tmp_path, extra):
+    """max_steps stops the anneal half way: the artifact keeps the density the search reached (not
+    the schedule's final one), and re-measuring the file gives the reported test accuracy exactly."""
+    from popcli.data import load_data
+    from popcli.engine.loop import evaluate
+    from popcli.export import export
+    from popcli.nn import kept_count
+
+    recipe = _r.load(None, [*TASKS, "search.epochs=4", "search.max_steps=3", "search.density_schedule=anneal",
+                            "search.density_anneal_epochs=2", "search.threads=1", *extra])  # 4 steps per epoch
+    summary = search(recipe, tmp_path / "run")
+    reached = density_at(0.3, "anneal", 2, 2, 4)  # the last step trained is step 2 (0-based)
+    assert summary["density_reached"] == reached and reached > 0.5
+    art = _artifact.read(export(tmp_path / "run", tmp_path / "a.safetensors")["path"])
+    assert art.header.metrics["density_reached"] == reached
+    if extra:
+        assert sum(r.kept for r in art.layers) == kept_count(sum(r.numel for r in art.layers), reached)
+    else:
+        assert [r.kept for r in art.layers] == [kept_count(r.numel, reached) for r in art.layers]
+    model = popcli.load(tmp_path / "a.safetensors")
+    test = load_data(recipe.data, recipe.seed).test
+    assert evaluate(model, test)["acc"] == summary["test_acc"] == art.header.metrics["test_acc"]

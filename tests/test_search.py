@@ -95,8 +95,10 @@ def test_existing_run_folder_is_protected(tmp_path):
 
 
 def test_resume_errors(tmp_path):
-    with pytest.raises(RunError, match="nothing to resume"):
-        search(make(), tmp_path / "empty", resume=True)
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "metrics.jsonl").write_text("{}\n")  # a run's files without its checkpoint
+    with pytest.raises(RunError, match="nothing to resume.*force"):
+        search(make(), tmp_path / "gone", resume=True)
     search(make("search.max_steps=2"), tmp_path / "run")
     with pytest.raises(RunError, match="differs"):
         search(make("search.max_steps=4", "search.lr=0.5"), tmp_path / "run", resume=True)

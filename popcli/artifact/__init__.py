@@ -15,7 +15,7 @@ byte format. One pipeline reads it, with no back-and-forth:
     finish.finish_load   infer mode (plain layers, batch norm folded) or search mode
 
 ``writer.save`` writes one; ``report.inspect`` describes one; ``preprocess`` is what travels
-with it for deployment. Other packages take the ``Artifact`` and its ``Header``, never the raw
+with it for deployment; ``tasks`` picks the mask of a multi-mask file whose task a batch is. Other packages take the ``Artifact`` and its ``Header``, never the raw
 metadata strings. Imports ``storage``, ``codecs``, ``rng``, ``nn``, ``methods``, ``recipe``,
 ``models`` and ``data.facts``. Every problem with a file is an ``ArtifactError`` naming it;
 nothing here prints.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import rng
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ArtifactNotFound
 from ..recipe import Recipe
 from ..storage.strict_json import loads as strict_json
 from .schema import LayerRecord
@@ -143,7 +143,10 @@ def is_safetensors(path: str | Path) -> bool:
 def _header_json(path: Path) -> tuple[dict[str, Any], int]:
     """The safetensors header JSON of ``path`` and the file size, with popcli's own checks."""
     if not path.is_file():
-        raise ArtifactError(f"{str(path)!r} not found" if not path.exists() else f"{str(path)!r} is not a file")
+        if not path.exists():
+            raise ArtifactNotFound(f"{str(path)!r} not found; pass the path of an artifact (.safetensors) written by "
+                                   f"popcli export or popcli.save")
+        raise ArtifactError(f"{str(path)!r} is not a file")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)

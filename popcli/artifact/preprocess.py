@@ -11,7 +11,7 @@
 An input is prepared as ``x = (pixels / pixel_scale - mean) / std`` per channel, shape [B, C, H, W]
 (images resized / center-cropped to H x W first). Values given in ``data_info`` (create_model,
 subnetify, a user's dataset) win; otherwise the dataset's known statistics are used (the ones its
-loader normalizes with, ``data.facts``). ``from_artifact`` reads the entry, or derives it for
+loader normalizes with; the dictionary itself is ``data.preprocessing``'s). ``from_artifact`` reads the entry, or derives it for
 files written before it existed (format version 1 files without it still load). Nothing here prints.
 """
 
@@ -21,25 +21,16 @@ import copy
 import json
 from typing import Any
 
-from ..data.facts import class_names as known_names, normalization
+from ..data.preprocessing import data_config as make_config
 from .container import Artifact
 
 
 def data_config(recipe, data_info: dict[str, Any]) -> dict[str, Any]:
     """The preprocessing description of a model trained on ``recipe.data`` with ``data_info``
     (``data_info["dataset"]``, when present, names the data instead; None for unknown)."""
-    shape = [int(d) for d in data_info["shape"]]
     dataset = data_info["dataset"] if "dataset" in data_info else recipe.data.dataset
-    known_mean, known_std = normalization(dataset, shape[0])
-    mean = [float(v) for v in data_info.get("mean") or known_mean]
-    std = [float(v) for v in data_info.get("std") or known_std]
-    classes = int(data_info["num_classes"])
-    # a dataset's class names describe a model only if it reads that dataset's images
-    names = data_info.get("class_names") or known_names(dataset, shape)
-    if names is not None and len(names) != classes:
-        names = None  # not this model's classes: names would mislead
-    return {"input_shape": shape, "num_classes": classes, "mean": mean, "std": std, "pixel_scale": 255,
-            "class_names": None if names is None else [str(n) for n in names], "dataset": dataset}
+    return make_config(dataset, data_info["shape"], data_info["num_classes"], data_info.get("mean"), data_info.get("std"),
+                  data_info.get("class_names"))
 
 
 def from_artifact(art: Artifact) -> dict[str, Any]:

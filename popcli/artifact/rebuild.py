@@ -5,7 +5,8 @@ checked on the meta device) -> ``multimask.select`` (one mask's view) -> ``masks
 (decode masks and regenerate weights in two threads while this one builds the structure) ->
 fill the subnet layers (seed weights, file masks, method state) and the stored tensors ->
 ``finish.finish_load`` (``mode="infer"``: plain layers, batch norm folded; ``mode="search"``:
-subnet layers with scores). Every problem is an ``ArtifactError`` naming the file.
+subnet layers with scores). ``mask="auto"`` first infers which mask the given images need
+(``tasks``). Every problem is an ``ArtifactError`` naming the file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .container import Artifact
 from .finish import finish_load
 from .multimask import select
 from .reader import check_state, check_structure, read, skeleton
+from .tasks import AUTO, TaskGuess, TaskMixture
 
 MODES = ("infer", "search")
 
@@ -46,10 +48,39 @@ def _fill_state(model: nn.Module, art: Artifact) -> None:
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
 
 
+def build(art: Artifact, mode: str = "infer", fold_bn: bool = True) -> nn.Module:
+    """The model of one mask's view ``art`` (``multimask.select``), as ``load`` returns it (CPU)."""
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        model = _build_and_fill(art, pool)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    _fill_state(model, art)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
+    return finish_load(model, art, mode, fold_bn)
+
+
+def infer_task(art: Artifact, inputs) -> TaskGuess:
+    """The mask of ``art`` whose task the images ``inputs`` [B, C, H, W] belong to (``tasks``:
+    SupSup's one-shot entropy gradient over all masks)."""
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        raise ArtifactError("mask='auto' infers the task from images: pass inputs=a float tensor [B, C, H, W] of "
+                            "preprocessed images" + ("" if inputs is None else f" (got {type(inputs).__name__})"))
+    shape = [int(d) for d in art.data_info["shape"]]
+    if list(inputs.shape[1:]) != shape:
+        raise ArtifactError(f"{art.path}: inputs are {list(inputs.shape[1:])} images, the model takes {shape}")
+    models = {name: build(select(art, name), "infer", fold_bn=False) for name in art.header.mask_names}
+    return TaskMixture(models).infer(inputs)
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None, *, mode: str = "infer",
-         fold_bn: bool = True) -> nn.Module:
+         fold_bn: bool = True, inputs=None) -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
-    ``mask``: which named mask of a multi-mask file (None: its first, ``multimask``).
+    ``mask``: which named mask of a multi-mask file (None: its first, ``multimask``), or ``"auto"``:
+    the mask whose task the images ``inputs`` [B, C, H, W] belong to (SupSup's one-shot task
+    inference, ``tasks``; the guess is ``model.popcli_task``).
 
     ``mode="infer"`` (the default, for deployment): masked layers become plain frozen
     Conv2d/Linear holding ``w * mask`` and, with ``fold_bn``, batch norms are folded into them
@@ -62,14 +93,14 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     if mode not in MODES:
         raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
                             f"layers with scores)")
-    art = select(read(path), mask)
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        model = _build_and_fill(art, pool)
-    finally:
-        pool.shutdown(cancel_futures=True)
-    _fill_state(model, art)
-    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return finish_load(model, art, mode, fold_bn).to(device).eval()
+    art = read(path)
+    guess = None
+    if mask == AUTO:
+        guess = infer_task(art, inputs)
+        mask = guess.mask
+    elif inputs is not None:
+        raise ArtifactError("inputs= is for mask='auto' (task inference); drop it, or pass mask='auto'")
+    model = build(select(art, mask), mode, fold_bn).to(device).eval()
+    if guess is not None:
+        model.popcli_task = guess.to_dict()
+    return model

@@ -49,7 +49,8 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METRIC_RANGES = {"test_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, math.inf),
                   "train_loss": (0.0, math.inf), "steps": (0, math.inf), "step": (0, math.inf),
-                  "epochs": (0.0, math.inf), "epoch": (0, math.inf), "wall_s": (0.0, math.inf)}
+                  "epochs": (0.0, math.inf), "epoch": (0, math.inf), "wall_s": (0.0, math.inf),
+                  "density_reached": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -202,20 +203,23 @@ def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
     return records
 
 
-def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord]) -> None:
+def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord], metrics: dict[str, Any]) -> None:
     """Edge-popup keeps exactly ``kept_count(n, density)`` of each layer (global top-k: of all
-    layers together), so the recipe's density and the records' kept counts must agree."""
-    if recipe.search.method != "edge-popup" or getattr(recipe.search, "density_schedule", "constant") != "constant" \
-            or not layers:  # an annealed run stopped early keeps more than its final density
-        return
+    layers together), so the recipe's density and the records' kept counts must agree; an
+    annealed run stopped early keeps its ``metrics.density_reached`` instead."""
     density = recipe.search.density
+    if getattr(recipe.search, "density_schedule", "constant") != "constant":
+        density = metrics.get("density_reached", density if "steps" in metrics else None)
+    if recipe.search.method != "edge-popup" or density is None or not layers:
+        return
     groups = [layers] if recipe.search.global_topk else [[r] for r in layers]
     for group in groups:
         kept, want = sum(r.kept for r in group), kept_count(sum(r.numel for r in group), density)
         if kept != want:
             where = "all layers" if len(group) > 1 else f"layer {group[0].name!r}"
-            raise bad(path, "layers", f"keeps {kept} weights of {where}, but edge-popup at the recipe's density "
-                                       f"{density!r} keeps {want}")
+            which = "the recipe's density" if density == recipe.search.density else "metrics.density_reached"
+            raise bad(path, "layers", f"keeps {kept} weights of {where}, but edge-popup at {which} {density!r} "
+                                       f"keeps {want}")
 
 
 def _metrics(path: Path, meta: dict[str, str]) -> dict[str, Any]:
@@ -244,8 +248,9 @@ def parse(path: Path, meta: dict[str, str], version: int) -> Required:
     _copies(path, meta, recipe)
     checkpoint = _decimal(path, meta, "checkpoint_bytes") if "checkpoint_bytes" in meta else None
     layers = _layers(path, meta)
-    _kept_counts(path, recipe, layers)
-    return Required(recipe, _data(path, meta, recipe), layers, _metrics(path, meta), checkpoint, meta["mask_codec"],
+    metrics = _metrics(path, meta)
+    _kept_counts(path, recipe, layers, metrics)
+    return Required(recipe, _data(path, meta, recipe), layers, metrics, checkpoint, meta["mask_codec"],
                     meta["content_sha256"], meta.get("popcli_version"), meta.get("torch_version"))
 
 

@@ -80,7 +80,8 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch and ONNX Runtime."),
     provider: str = typer.Option("CPUExecutionProvider", "--provider", help="ONNX Runtime execution provider."),
     int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
-    mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data)."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data), "
+                                       "or auto: infer each batch's task from its images (SupSup), per --batch-sizes."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""

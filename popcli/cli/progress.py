@@ -54,6 +54,10 @@ class SearchDisplay:
         self.progress.update(self.task, completed=info["step"], epoch=info["epoch"] + 1, loss=info["loss"],
                              acc=info["acc"], ips=info["images_per_s"])
 
+    def _on_nothing_to_resume(self, info: dict[str, Any]) -> None:
+        self.console.print(f"no checkpoint in {info['run_dir']} yet (stopped before its first one): starting the run",
+                           highlight=False)
+
     def _on_finished_already(self, info: dict[str, Any]) -> None:
         self.console.print(f"this run already finished ({info.get('steps')} steps); summary.json left as it is. "
                            "Raise search.epochs or search.max_steps with --set to continue it", highlight=False)

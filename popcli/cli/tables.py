@@ -128,4 +128,16 @@ def eval_tables(report: dict[str, Any]) -> list[Table]:
     for row in report["latency"]:
         speed.add_row(escape(row["engine"]), str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
                       f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
-    return [accuracy, speed]
+    return [*([task_table(report["task_inference"])] if "task_inference" in report else []), accuracy, speed]
+
+
+def task_table(tasks: dict[str, Any]) -> Table:
+    """``--mask auto``: per mask and batch size, how often the task was found and the accuracies."""
+    table = Table("mask", "batch", "batches", "task found", "acc (inferred mask)", "acc (own mask)",
+                  title="task inference (SupSup one-shot entropy gradient)", title_justify="left")
+    for row in tasks["rows"]:
+        table.add_row(escape(row["mask"]), str(row["batch_size"]), f"{row['batches']:,}", f"{row['task_id_acc']:.2%}",
+                      f"{row['acc_inferred']:.2%}", f"{row['acc_given']:.2%}")
+    table.caption = "task found, all masks: " + ", ".join(f"batch {size} {acc:.2%}"
+                                                          for size, acc in tasks["task_id_acc"].items())
+    return table

@@ -5,7 +5,7 @@ class names), ``base`` (the API types), ``resolve`` (finding folders), ``idx`` (
 ``folders`` (CIFAR batches), ``synthetic`` (the test task), ``memory`` (in-memory loaders and
 batch-wise augmentation), ``imagenet`` (ImageFolder + DataLoader), ``imagefolder`` (a user's
 class folders), ``user`` (a user's own Dataset), ``load`` (putting it together), ``sample``
-(the first images of a recipe's data). Imports ``errors``, ``rng`` and ``recipe``.
+(the first images of a recipe's data), ``preprocessing`` (the data config a model carries). Imports ``errors``, ``rng`` and ``recipe``.
 """
 
 from .base import DatasetInfo, Loader, Splits

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from .. import artifact
+from ..artifact.tasks import AUTO
 from ..data.sample import real_inputs
 from ..errors import EXIT_USAGE, PopcliError
 from ..measure import accuracies, latency, machine
@@ -30,6 +31,7 @@ from ..recipe import Recipe, from_dict
 from . import graph
 from .bake import bake
 from .int8 import CALIBRATION_IMAGES, quantize_int8
+from .task_eval import evaluate_tasks
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 NOTE = ("Unstructured sparsity does not make dense kernels faster: the masked model costs what the dense one does. "
@@ -149,11 +151,19 @@ def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | 
              batch_sizes: str = "1,64", threads: int | None = None, provider: str = "CPUExecutionProvider",
              int8: bool = False, on_event: EventHandler | None = None, mask: str | None = None) -> dict[str, Any]:
     """Accuracy and latency report of an artifact or popcli ONNX file (see the module docstring);
-    ``mask``: one named mask of a multi-mask artifact (its own recipe, so its own data)."""
+    ``mask``: one named mask of a multi-mask artifact (its own recipe, so its own data), or
+    ``"auto"``: task inference over all masks at each batch size (``task_eval``)."""
     on_event = on_event or (lambda kind, info: None)
     sizes = _check_options(batch_sizes, limit, provider)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
+    if mask == AUTO:  # which task each batch is: SupSup's one-shot inference, at every --batch-sizes size
+        if int8 or dataset:
+            raise EvalOptionError("--mask auto evaluates every mask on its own task's data; drop --int8 and --dataset")
+        if not (Path(source).is_file() and artifact.is_safetensors(Path(source))):
+            raise EvalError(f"--mask auto infers tasks over the masks of a multi-mask artifact; {source} is not one")
+        return evaluate_tasks(source, batch_sizes=sizes, limit=limit, data_dir=data_dir, threads=threads,
+                              on_event=on_event)
     src = _open(Path(source), mask)
     if int8 and src.kind != "artifact":
         raise EvalOptionError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")

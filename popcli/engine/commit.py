@@ -11,13 +11,13 @@ so a SIGKILL at any moment, then ``--resume``, ends bit-identical to an uninterr
 from __future__ import annotations
 
 from ..recipe import from_dict
-from ..errors import RunError
+from ..errors import RunError, option
 from ..storage import atomic, checkpoint as ckpt
 from ..version import __version__
 from . import distributed
 from .job import Job, Progress
 
-RESUMABLE_KEYS = ("epochs", "max_steps")  # search keys a resume may change (to extend a run)
+RESUMABLE_KEYS = ("epochs", "max_steps", "checkpoint_every_steps")  # search keys a resume may change
 KEPT = "the last checkpoint is kept (resume with --resume)"
 
 
@@ -38,6 +38,9 @@ def save(job: Job, prog: Progress) -> None:
         "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
         "popcli_version": __version__,
     }
+    schedule = getattr(job.model, "_popcli_density_schedule", None)
+    if schedule is not None and schedule.current is not None:  # the density the masks keep now (an anneal)
+        state["density"] = float(schedule.current)
     ckpt.save_checkpoint(job.run_dir / "last.pt", state, kept=KEPT)
     job.on_event("checkpoint", {"path": str(job.run_dir / "last.pt")})
 
@@ -60,13 +63,17 @@ def restore(job: Job, prog: Progress) -> None:
         if section == "search":
             a, b = ({k: v for k, v in vars(s).items() if k not in RESUMABLE_KEYS} for s in (a, b))
         if a != b:
-            raise RunError(f"the recipe differs from the checkpoint's in {section!r}; only search.epochs and "
-                           "search.max_steps may change on --resume")
+            raise RunError(f"the recipe differs from the checkpoint's in {section!r}; only search.epochs, "
+                           f"search.max_steps and search.checkpoint_every_steps may change on {option('resume')}")
     try:
         job.model.load_state_dict(state["model"])
         job.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
-        raise RunError(f"last.pt does not match this model ({str(err).splitlines()[0]}); start over with --force") from None
+        raise RunError(f"last.pt does not match this model ({str(err).splitlines()[0]}); start over with "
+                       f"{option('force')}") from None
+    schedule = getattr(job.model, "_popcli_density_schedule", None)
+    if schedule is not None:
+        schedule.restore(job.model, state.get("density"))  # the masks as evaluated, until the next step sets its own
     if job.scaler is not None and state.get("scaler"):
         job.scaler.load_state_dict(state["scaler"])
     for key, value in state["progress"].items():

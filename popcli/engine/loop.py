@@ -10,8 +10,10 @@ Resume is exact on CPU: data order and augmentation are functions of (seed, epoc
 learning rate a function of the global step, and a checkpoint holds the model, optimizer and the
 partial epoch's running sums, so a resumed run ends in the same state as an uninterrupted one.
 
-Kill-safety: last.pt is the run's one commit point (``commit``), so a SIGKILL at any moment,
-then ``--resume``, ends bit-identical to an uninterrupted run (docs/FORMAT.md, "Run folders").
+Kill-safety: last.pt is the run's one commit point (``commit``), written at every epoch's end
+and every ``search.checkpoint_every_steps`` steps, so a SIGKILL at any moment loses at most that
+many steps, and ``--resume`` ends bit-identical to an uninterrupted run (docs/FORMAT.md, "Run
+folders"). A ``--resume`` of a run killed before its first checkpoint starts it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Loader, Splits
-from ..errors import RunError, SearchInterrupted, TrainingDiverged
+from ..errors import RunError, SearchInterrupted, TrainingDiverged, in_python
 from ..measure import count_correct
 from ..models import count_params, regenerate_weights, set_step
 from ..nn import cpu_kernels
@@ -93,6 +95,13 @@ def _check_finite(loss_sum: float, prog: Progress, cfg_lr: float) -> None:
                                f"lower search.lr (now {cfg_lr}) or check the data; last good checkpoint kept")
 
 
+def _checkpoint_due(every: int | None, prog: Progress, steps: int, total_steps: int) -> bool:
+    """``search.checkpoint_every_steps``: commit last.pt after this step (the epoch's end and the
+    last step commit anyway, with the evaluation)."""
+    return bool(every) and prog.global_step % every == 0 and prog.step_in_epoch < steps \
+        and prog.global_step < total_steps
+
+
 def _run_epoch(job: Job, prog: Progress) -> bool:
     """Train from ``prog``'s position to the end of the epoch (or a stop). True if the epoch ended."""
     cfg, train = job.recipe.search, job.splits.train
@@ -118,10 +127,13 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         job.on_event("step", {"epoch": prog.epoch, "step": prog.global_step, "total_steps": job.total_steps,
                               "loss": loss_value / count, "acc": prog.correct / prog.seen,
                               "images_per_s": count / prog.step_times[-1], "lr": job.optimizer.param_groups[0]["lr"]})
-        if job.dist.any(job.should_stop()):  # a Ctrl-C on any rank stops every rank at this step
-            save(job, prog)
-            raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. "
-                                    f"Resume with: popcli search --resume --out {job.run_dir}")
+        stop = job.dist.any(job.should_stop())  # a Ctrl-C on any rank stops every rank at this step
+        if stop or _checkpoint_due(cfg.checkpoint_every_steps, prog, steps, job.total_steps):
+            save(job, prog)  # mid-epoch: the running sums and position, so a resume continues exactly here
+        if stop:
+            how = (f"popcli.search(..., run_dir={str(job.run_dir)!r}, resume=True)" if in_python()
+                   else f"popcli search --resume --out {job.run_dir}")
+            raise SearchInterrupted(f"stopped at step {prog.global_step}; checkpoint saved. Resume with: {how}")
     return prog.step_in_epoch >= steps
 
 
@@ -175,7 +187,9 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
     total, kept = count_params(job.model)
     timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
     step_s = statistics.median(timed) if timed else None  # None: no step ran in this session
-    return {
+    schedule = getattr(job.model, "_popcli_density_schedule", None)
+    reached = {} if schedule is None or schedule.current is None else {"density_reached": schedule.current}
+    return {**reached,
         "test_acc": final["test_acc"], "test_top5": final.get("test_top5"), "test_loss": final["test_loss"],
         "val_acc": final.get("val_acc"),
         "params_total": total, "params_kept": kept, "density": recipe.search.density,
@@ -207,11 +221,13 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     lock = runlock.RunLock(run_dir).acquire() if main else None
     close_log = lambda: None  # noqa: E731
     try:
-        if main:
-            ckpt.check_run_dir(run_dir, resume=resume, force=force)
+        found = ckpt.check_run_dir(run_dir, resume=resume, force=force) if main else True
         # everything that can fail on a bad recipe, data or model happens before the old run is replaced
         job = build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False),
                          user_model, user_data)
+        if resume and not job.dist.broadcast(found):  # killed before its first checkpoint: start it
+            job.on_event("nothing_to_resume", {"run_dir": str(run_dir)})
+            resume = False
         if main:
             job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
             ckpt.start_run_dir(run_dir, resume=resume, force=force)

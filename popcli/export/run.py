@@ -19,6 +19,7 @@ import torch
 from .. import artifact, codecs
 from ..data.facts import fixed_input
 from ..errors import RunError, UsageError
+from ..methods.schedule import set_density
 from ..models import build_model, input_size
 from ..recipe import Recipe, from_dict
 from ..storage.checkpoint import load_checkpoint
@@ -61,6 +62,10 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
         raise RunError(f"{path} does not match the model its recipe builds ({str(err).splitlines()[0][:160]})") from None
     metrics = dict(state.get("metrics") or {})
     metrics.setdefault("steps", state.get("progress", {}).get("global_step"))
+    reached = state.get("density")  # a density anneal stopped early: the masks its metrics were measured with
+    if isinstance(reached, float) and reached != recipe.search.density:
+        set_density(model, reached)
+        metrics["density_reached"] = reached
     return model.eval(), recipe, info, metrics
 
 

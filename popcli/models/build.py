@@ -24,6 +24,7 @@ from . import policy
 from .hooks import SupermaskSampler, enable_global_topk, masked_layers, refresh_global_masks
 from .layers import layer_factories
 from .lookup import get_model_builder
+from .registry import accepts
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -103,13 +104,14 @@ def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_c
     if masked and not 0.0 < search_cfg.density <= 1.0:
         raise ModelError(f"search.density must be in (0, 1], got {search_cfg.density}")
     builder = get_model_builder(model_cfg.arch)
-    # builders that convert foreign definitions (torchvision) take the bias/norm policies (policy.py)
+    # builders that convert foreign definitions (torchvision, a user's plain module) take the bias/norm policies
     extra = {"biases": model_cfg.biases, "norms": model_cfg.norms} if getattr(builder, "popcli_policies", False) else {}
+    if accepts(builder, "input_shape"):  # the spelling of create_model / subnetify, for builders that name it
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        extra["input_shape"] = (int(in_channels), int(height), int(width))
     model = builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=model_cfg.width,
                     hidden=list(model_cfg.hidden), batchnorm=model_cfg.batchnorm,
                     **layer_factories(search_cfg.density if masked else None), **extra)
-    if extra:
-        policy.check_unhandled(model, allow_unhandled=False)
     model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
     methods.configure([layer for _, layer in masked_layers(model)], search_cfg.method)
     return model

@@ -13,8 +13,9 @@ A user callable receives the keyword arguments of the builder contract (``regist
 signature accepts (all of them if it takes ``**kwargs``). If it names ``conv_layer`` or
 ``linear_layer`` as parameters it follows the contract and builds subnet layers itself; otherwise it is a
 plain torch constructor: it is called on the meta device (it allocates nothing and draws no
-random numbers) and ``nn.to_subnet_layers`` converts its Conv2d/Linear (biases dropped, batch norms
-non-affine) onto the caller's device. ``source_record(arch)`` is what an artifact stores
+random numbers) and ``nn.to_subnet_layers`` converts its Conv2d/Linear onto the caller's device
+with the recipe's ``model.biases`` and ``model.norms`` (by default biases dropped, norms
+non-affine, as ``popcli.subnetify``). ``source_record(arch)`` is what an artifact stores
 (kind, target, package and version); ``require_source(record)`` makes a fresh process able to
 build it again or raises a one-line ModelError naming the package to install.
 """
@@ -130,6 +131,7 @@ def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
     from ..nn import SubnetMixin, to_subnet_layers
 
     def build(**contract: Any) -> nn.Module:
+        biases, norms = contract.pop("biases", "drop"), contract.pop("norms", "nonaffine")  # model.biases / .norms
         kwargs = _call_kwargs(fn, contract, label)
         follows_contract = bool({"conv_layer", "linear_layer"} & _named_parameters(fn))  # named, not via **kwargs
         device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
@@ -149,11 +151,13 @@ def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
         if follows_contract or any(isinstance(m, SubnetMixin) for m in model.modules()):
             return model
         density = contract.get("density")
+        convert = {"nonaffine_norms": norms == "nonaffine", "keep_biases": biases != "drop", "device": device}
         if density is None:  # dense baseline: every weight layer plain and trainable
-            return to_subnet_layers(model, 1.0, keep_dense=lambda name, layer: True, device=device)
-        return to_subnet_layers(model, density, device=device)
+            return to_subnet_layers(model, 1.0, keep_dense=lambda name, layer: True, **convert)
+        return to_subnet_layers(model, density, **convert)
 
     build.__name__ = build.__qualname__ = f"external[{label}]"
+    build.popcli_policies = True  # build_architecture passes model.biases / model.norms (as subnetify takes them)
     return build
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 from .. import rng
 from ..errors import ModelError
 from ..nn import SubnetMixin, global_topk_masks
+from ..nn.topk import capturing
 
 
 def masked_layers(model: nn.Module) -> list[tuple[str, SubnetMixin]]:
@@ -37,6 +38,11 @@ class GlobalTopK:
     def refresh(self, model: nn.Module, *, force: bool) -> None:
         layers = [layer for _, layer in masked_layers(model)]
         if not layers:
+            return
+        if capturing():  # torch.jit.trace / torch.export: the masks as graph ops, no cache kept
+            for layer, mask in zip(layers, global_topk_masks([layer.scores for layer in layers], self.density)):
+                layer.mask_override = mask
+            self._key = None  # the next eager forward recomputes (these masks belong to the recording)
             return
         key = tuple((layer.scores._version, layer.scores.data_ptr(), layer.scores.device) for layer in layers)
         if not force and key == self._key:

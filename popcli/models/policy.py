@@ -43,19 +43,43 @@ _UNMASKABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.
                nn.EmbeddingBag, nn.RNNBase, nn.Bilinear, nn.MultiheadAttention, nn.PReLU)
 
 
-@dataclass
+@dataclass(repr=False)
 class ConversionReport:
-    """What a conversion made of a model (qualified names, ``named_modules``/``named_parameters`` order)."""
+    """What a conversion made of a model (qualified names, ``named_modules``/``named_parameters`` order).
+
+    ``print(model.popcli_report)`` gives a short summary with counts; ``repr`` one line of them."""
 
     masked: list[str] = field(default_factory=list)  # subnet layers (weights masked)
     dense: list[str] = field(default_factory=list)  # plain Conv2d/Linear kept dense (trained, stored)
     stored: list[str] = field(default_factory=list)  # trained parameters and buffers stored as state.<name>
     frozen: list[str] = field(default_factory=list)  # parameters regenerated from the seed, not stored
     unhandled: list[str] = field(default_factory=list)  # modules with weights popcli cannot mask
+    masked_weights: int = 0  # weights of the subnet layers (each has a score; the artifact stores its mask bit)
+    stored_values: int = 0  # numbers in the stored tensors (what the artifact holds besides the masks)
+    frozen_values: int = 0  # numbers in the frozen parameters (regenerated, not stored)
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"masked": self.masked, "dense": self.dense, "stored": self.stored, "frozen": self.frozen,
                 "unhandled": self.unhandled}
+
+    def __repr__(self) -> str:
+        return (f"ConversionReport(masked={len(self.masked)} layers / {self.masked_weights:,} weights, "
+                f"dense={len(self.dense)}, stored={len(self.stored)} tensors / {self.stored_values:,} values, "
+                f"frozen={len(self.frozen)} / {self.frozen_values:,} values, unhandled={len(self.unhandled)})")
+
+    def __str__(self) -> str:
+        rows = [("masked layers", len(self.masked), f"{self.masked_weights:,} weights: seed + 1 mask bit each",
+                 self.masked),
+                ("dense layers", len(self.dense), "trained, stored", self.dense),
+                ("stored tensors", len(self.stored), f"{self.stored_values:,} values", self.stored),
+                ("frozen parameters", len(self.frozen), f"{self.frozen_values:,} values, regenerated from the seed",
+                 self.frozen),
+                ("unhandled modules", len(self.unhandled), "kept as they are (allow_unhandled)", self.unhandled)]
+        lines = ["popcli conversion report"]
+        for label, count, what, names in rows:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            lines.append(f"  {label:<18} {count:>5}  {what}" + (f"  [{shown}]" if names else ""))
+        return "\n".join(lines)
 
 
 def check(biases: str, norms: str, params: str) -> None:
@@ -132,7 +156,12 @@ def report(model: nn.Module, biases: str, params: str) -> ConversionReport:
                  if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, SubnetMixin)]
     out.frozen = [name for name, kind in kinds.items() if kind.endswith(":frozen")]
     skip = {name for name, kind in kinds.items() if kind in ("masked", "score") or kind.endswith(":frozen")}
-    out.stored = [name for name in model.state_dict() if name not in skip and not name.endswith(".scores")]
+    state = model.state_dict()
+    out.stored = [name for name in state if name not in skip and not name.endswith(".scores")]
+    params = dict(model.named_parameters())
+    out.masked_weights = sum(model.get_submodule(name).weight.numel() for name in out.masked)
+    out.stored_values = sum(state[name].numel() for name in out.stored)
+    out.frozen_values = sum(params[name].numel() for name in out.frozen if name in params)
     return out
 
 

@@ -7,7 +7,9 @@ Builder contract. Every registered builder is called with keyword arguments only
             conv_layer, linear_layer, norm_layer, density: float | None) -> nn.Module
 
 - ``in_channels``, ``image_size`` and ``num_classes`` follow the dataset; ``image_size`` is an int
-  (H = W) for square images and an (H, W) tuple otherwise.
+  (H = W) for square images and an (H, W) tuple otherwise. A builder that names ``input_shape``
+  (or takes ``**kwargs``) also gets ``input_shape=(C, H, W)``, the spelling of
+  ``popcli.create_model`` and ``popcli.subnetify``.
 - ``width`` multiplies channel / unit counts (not the output layer); ``hidden`` is the fc MLP's
   hidden sizes; ``batchnorm`` asks fc/convN for BN after hidden layers. Builders ignore the
   arguments that do not apply to them and raise ModelError for values they cannot honour.
@@ -27,6 +29,7 @@ these, the entry points and import paths is ``lookup``'s job; this module only h
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch.nn as nn
@@ -49,6 +52,15 @@ def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
         return builder
 
     return decorate
+
+
+def accepts(builder: Builder, name: str) -> bool:
+    """Whether ``builder`` takes the keyword ``name`` (it names it, or takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def is_registered(name: str) -> bool:

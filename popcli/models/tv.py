@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..errors import ModelError
 from ..nn import to_subnet_layers
+from .policy import check_unhandled
 from .registry import register_model
 
 
@@ -58,8 +59,11 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
     device = torch.get_default_device()  # the caller's: cpu, or meta when a loader builds the structure
     convert = {"nonaffine_norms": norms == "nonaffine", "keep_biases": biases != "drop", "device": device}
     if density is None:  # dense baseline: every weight layer plain and trainable
-        return to_subnet_layers(model, 1.0, keep_dense=lambda layer_name, layer: True, **convert)
-    return to_subnet_layers(model, density, **convert)
+        converted = to_subnet_layers(model, 1.0, keep_dense=lambda layer_name, layer: True, **convert)
+    else:
+        converted = to_subnet_layers(model, density, **convert)
+    check_unhandled(converted, allow_unhandled=False)  # every layer of these definitions must be maskable
+    return converted
 
 
 def _register(registry_name: str, tv_name: str, description: str, image_size: bool = False, **fixed) -> None:

@@ -13,6 +13,7 @@ them (``popcli.models.init_weights``). This module stops at structure: it draws 
 
 from __future__ import annotations
 
+import difflib
 from typing import Callable, Collection
 
 import torch
@@ -26,8 +27,9 @@ KeepDense = Callable[[str, nn.Module], bool] | Collection[str] | None
 _Convert = Callable[[str, nn.Module], "nn.Module | None"]
 
 
-def _keep_fn(keep_dense: KeepDense) -> Callable[[str, nn.Module], bool]:
-    """Normalize ``keep_dense`` to a predicate over (qualified name, module)."""
+def _keep_fn(keep_dense: KeepDense, root: nn.Module) -> Callable[[str, nn.Module], bool]:
+    """Normalize ``keep_dense`` to a predicate over (qualified name, module); names are checked to
+    be Conv2d/Linear/MultiheadAttention layers of ``root`` (as PEFT refuses unknown target modules)."""
     if keep_dense is None:
         return lambda name, module: False
     if callable(keep_dense):
@@ -35,7 +37,21 @@ def _keep_fn(keep_dense: KeepDense) -> Callable[[str, nn.Module], bool]:
     if isinstance(keep_dense, str):  # a lone name, not a collection of characters
         keep_dense = [keep_dense]
     names = set(keep_dense)
+    modules = dict(root.named_modules())
+    layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention))]
+    for name in sorted(names, key=str):
+        if name not in modules:
+            close = difflib.get_close_matches(str(name), layers, n=3)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"its layers: {_first(layers)}"
+            raise ModelError(f"keep_dense names {name!r}, which is not a layer of this model; {hint}")
+        if name not in layers:
+            raise ModelError(f"keep_dense names {name!r}, a {type(modules[name]).__name__}: name its Conv2d/Linear/"
+                             f"MultiheadAttention layers, or pass a callable (name, module) -> bool")
     return lambda name, module: name in names
+
+
+def _first(names: list[str], count: int = 6) -> str:
+    return ", ".join(names[:count]) + (f", ... ({len(names)} in all)" if len(names) > count else "") or "none"
 
 
 def _plain(module: nn.Conv2d | nn.Linear, device: torch.device, bias: bool = False) -> nn.Conv2d | nn.Linear:
@@ -174,14 +190,15 @@ def to_subnet_layers(module: nn.Module, density: float, *, keep_dense: KeepDense
     norms alone. Other parameters still on meta are materialized as zeros (see
     ``_materialize``): structure only, ``popcli.models.init_weights`` fills values. ``keep_dense`` selects
     Conv2d/Linear layers that stay plain (real, trainable, bias dropped): a callable
-    (qualified_name, module) -> bool, or a collection of qualified names (``named_modules``).
+    (qualified_name, module) -> bool, or a collection of qualified names (``named_modules``) of
+    Conv2d/Linear/MultiheadAttention layers (any other name is a ModelError).
     Existing subnet layers are left as they are. Converts in place and returns the root (a new
     object when the root itself is a Conv2d/Linear/BatchNorm). New layers go to ``device``:
     the CPU (real, zero weights), or "meta" to build a structure that a loader fills in.
     """
     if not 0.0 < density <= 1.0:
         raise ModelError(f"density must be in (0, 1], got {density}")
-    keep = _keep_fn(keep_dense)
+    keep = _keep_fn(keep_dense, module)
     device = torch.device(device)
     converted = _replace(module, lambda name, m: _subnet_leaf(name, m, density, keep, nonaffine_norms, keep_biases, device),
                          device)

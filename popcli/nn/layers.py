@@ -10,7 +10,9 @@ scores change. The effective weight itself is cached too wherever nothing can tr
 mask, or eval mode with no gradient to the scores): computed once when the weight, scores, mask
 or density change and dropped on ``.train()``/``.eval()``, so an eval forward is a plain
 conv/linear. Training on the CPU runs the same function in fused passes (``fused``), bit for
-bit. ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
+bit. ``torch.jit.trace`` and ``torch.export`` of an eval-mode model record the mask as graph ops
+(``topk.capturing``); training mode and other methods' rules (biprop, signed supermask) refuse
+in one line (bake those first). ``from_conv``/``to_conv`` (and the Linear pair) convert to and from torch layers.
 A layer may carry a bias (``bias=True``): edge-popup masks weights only, so a bias is added as
 it is; whether it trains, stays frozen or is dropped is the converter's policy (``subnetify``).
 The paper's models have none.
@@ -24,9 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ModelError
 from . import cpu_kernels
 from .fused import FusedStraightThroughMask
-from .topk import ThresholdTracker, kept_count, topk_mask
+from .topk import ThresholdTracker, capturing, kept_count, topk_mask
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -202,6 +205,8 @@ class SubnetMixin:
         """w * mask, differentiable in the scores (straight-through); a rule's own product if it has
         one; cached where nothing trains it (a rule's product: only for a fixed mask, whose rule
         state is restored before the first forward)."""
+        if capturing():
+            return self._captured_weight()
         trains = torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad)
         if not trains and (self.fixed_mask is not None or (not self.training and self.rule is None)):
             return self._cached_weight()  # a loaded subnetwork, or eval without gradients to train
@@ -214,6 +219,23 @@ class SubnetMixin:
         if self.training and self.mask_override is None and cpu_kernels.usable(self.weight, self.scores):
             return FusedStraightThroughMask.apply(self.weight, self.scores, self.density, self._tracker)
         return _StraightThroughMask.apply(self.weight, self.scores, self._mask(self.weight.dtype))
+
+    def _captured_weight(self) -> torch.Tensor:
+        """w * mask in plain torch ops, no cache: what torch.jit.trace / torch.export record (eval
+        mode, edge-popup and supermask layers; the same values as an eager eval forward)."""
+        if self.training:
+            raise ModelError("torch.jit.trace / torch.export record inference graphs of subnet layers: call "
+                             "model.eval() first (training runs eagerly, or under torch.compile)")
+        if self.rule is not None:
+            raise ModelError(f"{self.rule.name} subnet layers do not trace; bake them first "
+                             f"(popcli.load(path) in its default mode='infer', or popcli.nn.bake_subnets(model))")
+        if self.mask_override is not None:
+            mask = self.mask_override
+        elif self.fixed_mask is not None:
+            mask = self.fixed_mask
+        else:
+            mask = topk_mask(self.scores, self.density, signed=self.sampled)
+        return self.weight * mask.to(self.weight.dtype)
 
     @torch.no_grad()
     def _baked_weight(self) -> torch.Tensor:

@@ -12,7 +12,8 @@ exact selection among those. The bracket comes from the layer's previous thresho
 inside), else from quantiles of a strided sample (~5% inside). The pass is the fused C kernel
 (``cpu_kernels``) when it is available, numpy otherwise. A bracket that misses falls back to a
 wider one and finally to a selection over everything (np.partition): always the exact top-k.
-Accelerators use ``torch.topk`` with no host sync.
+Accelerators use ``torch.topk`` with no host sync, and so does a forward that ``torch.jit.trace``
+or ``torch.export`` records (``capturing``): the same mask, in graph ops.
 """
 
 from __future__ import annotations
@@ -126,6 +127,12 @@ def cpu_threshold(scores: torch.Tensor, k: int, tracker: ThresholdTracker | None
     return found
 
 
+def capturing() -> bool:
+    """Whether ``torch.jit.trace`` or ``torch.export`` is recording the forward: the selection must
+    then be torch ops only (no numpy, no C kernel, no host reads)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def _accelerator_mask(flat: torch.Tensor, k: int) -> torch.Tensor:
     """Exact bool top-k on a GPU without a host sync: t from ``topk``, ties resolved by cumsum."""
     t = torch.topk(flat, k, sorted=False).values.min()
@@ -148,6 +155,8 @@ def topk_mask(scores: torch.Tensor, density: float, dtype: torch.dtype = torch.b
     if k >= n:
         return torch.ones_like(scores, dtype=dtype)
     flat = scores.detach().flatten().float()
+    if capturing():  # the same mask in torch ops, so that a traced / exported graph computes it
+        return _accelerator_mask(flat if signed else flat.abs(), k).to(dtype).view_as(scores)
     if signed:
         t = float(torch.kthvalue(flat.cpu(), n - k + 1).values)
         greater, equal = int(torch.count_nonzero(flat > t)), int(torch.count_nonzero(flat == t))

@@ -68,6 +68,7 @@ class SearchConfig:
     dense_last: bool = False  # keep the last layer dense
     epochs: int = 10
     max_steps: int | None = None  # stop after this many training steps in total
+    checkpoint_every_steps: int | None = None  # also commit last.pt every N steps (a kill loses at most N); null: per epoch
     # optimizer keys: None (unset) takes the method's paper default (popcli.methods), see resolve()
     optimizer: Literal["sgd", "adam"] | None = None
     lr: float | None = None
@@ -114,6 +115,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "data.permute_task": (0, 1 << 20),
     "search.epochs": (0, 100000),
     "search.max_steps": (1, 1 << 40),
+    "search.checkpoint_every_steps": (1, 1 << 40),
     "search.lr": (0.0, 100.0),
     "search.momentum": (0.0, 0.9999),
     "search.weight_decay": (0.0, 1.0),

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from ..errors import OutputExists, StorageError
+from ..errors import OutputExists, StorageError, in_python, option as option_name
 from . import faults
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -81,7 +81,7 @@ def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
         os.link(tmp, path)  # fails with EEXIST if another writer got there first: atomic
     except FileExistsError:
         raise OutputExists(f"{str(path)!r} already exists (written by another process meanwhile?); "
-                           "pass --force to overwrite it or choose another path") from None
+                           f"pass {option_name('force')} to overwrite it or choose another path") from None
     except OSError as err:  # no hard links here (some FUSE/SMB mounts): claim the name, then replace
         if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
@@ -89,7 +89,7 @@ def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             raise OutputExists(f"{str(path)!r} already exists (written by another process meanwhile?); "
-                               "pass --force to overwrite it or choose another path") from None
+                               f"pass {option_name('force')} to overwrite it or choose another path") from None
         os.replace(tmp, path)
         return
     tmp.unlink()
@@ -203,9 +203,11 @@ def check_output(path: Path, force: bool, option: str) -> None:
         is_dir, exists, folder_ok = path.is_dir(), path.exists(), path.parent.is_dir()
     except OSError as err:  # a name too long for the filesystem, a symlink loop in the folders
         raise storage_error(path, err) from None
+    where = "path" if in_python() else f"{option} path"  # Python callers passed an argument, not an option
     if is_dir:
-        raise OutputExists(f"{str(path)!r} is a folder; choose a file name for {option}")
+        raise OutputExists(f"{str(path)!r} is a folder; choose a file name for {'the path' if in_python() else option}")
     if exists and not force:
-        raise OutputExists(f"{str(path)!r} already exists; pass --force to overwrite it or choose another {option} path")
+        raise OutputExists(f"{str(path)!r} already exists; pass {option_name('force')} to overwrite it or choose "
+                           f"another {where}")
     if not folder_ok:
-        raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {option} path")
+        raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {where}")

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..errors import RunError, RunExists
+from ..errors import RunError, RunExists, option
 from .atomic import storage_error, write_atomic
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
@@ -29,17 +29,25 @@ def started_files(run_dir: Path) -> list[str]:
     return [] if existing == ["recipe.yaml"] else existing
 
 
-def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to reuse a folder holding a run unless resuming or forced; nothing is changed."""
+def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> bool:
+    """Refuse to reuse a folder holding a run unless resuming or forced; nothing is changed.
+    Returns whether there is a checkpoint to resume: ``resume`` of a run killed before its first
+    checkpoint (a folder holding at most recipe.yaml) is False, a fresh start."""
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise RunError(f"nothing to resume in {str(run_dir)!r}: no last.pt; start the run again without --resume")
-        return
+        if (run_dir / "last.pt").is_file():
+            return True
+        existing = started_files(run_dir)
+        if existing:  # files of a run, but its checkpoint is gone: starting over would replace them
+            raise RunError(f"nothing to resume in {str(run_dir)!r}: it holds {', '.join(existing)} but no last.pt; "
+                           f"start over with {option('force')}")
+        return False
     existing = started_files(run_dir)
     if existing and not force:
         raise RunExists(f"run folder {str(run_dir)!r} already holds a run ({', '.join(existing)}); "
-                        "pass --resume to continue it, --force to start over, or --out for a new folder")
+                        f"pass {option('resume')} to continue it, {option('force')} to start over, or "
+                        f"{option('out')} for a new folder")
+    return False
 
 
 def stale_temps(run_dir: Path) -> list[Path]:
@@ -81,7 +89,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
         raise RunError(f"checkpoint {str(path)!r} is unreadable or not a popcli checkpoint "
-                       f"({err.__class__.__name__}); start over with --force") from None
+                       f"({err.__class__.__name__}); start over with {option('force')}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{str(path)!r} is not a popcli checkpoint (expected format {CHECKPOINT_FORMAT})")
     missing = [key for key in required if key not in state]
@@ -89,5 +97,5 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
     if missing or wrong:
         what = f"lacks {', '.join(map(repr, missing))}" if missing else f"has a malformed {', '.join(map(repr, wrong))}"
         raise RunError(f"checkpoint {str(path)!r} {what} (damaged or not written by popcli search); "
-                       "start over with --force")
+                       f"start over with {option('force')}")
     return state
