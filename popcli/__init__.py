@@ -21,14 +21,17 @@ from .errors import PopcliError
 from .version import __version__
 
 
-def load(path, device="cpu", mask=None, mode="infer", fold_bn=True):
+def load(path, device="cpu", mask=None, mode="infer", fold_bn=True, *, model=None, trust_code=False):
     """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (``popcli.artifact.load``):
     ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
     which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
-    ``mask`` names one of a multi-mask file's masks (None: its first)."""
+    ``mask`` names one of a multi-mask file's masks (None: its first). ``model``: load into your
+    own module (plain or subnetified; checked against the file, converted in place), as
+    ``load_state_dict`` does. ``trust_code=True`` lets the file's builder be imported when it is
+    not popcli's own or an installed entry point (a file never runs code otherwise)."""
     from .artifact.rebuild import load as load_artifact
 
-    return load_artifact(path, device, mask, mode=mode, fold_bn=fold_bn)
+    return load_artifact(path, device, mask, mode=mode, fold_bn=fold_bn, model=model, trust_code=trust_code)
 
 
 def save(model, path, **kwargs):

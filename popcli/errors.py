@@ -59,6 +59,11 @@ class ArtifactError(PopcliError):
     """An artifact is unreadable, not popcli's, of an unsupported version, or fails verification."""
 
 
+class UntrustedCodeError(PopcliError):
+    """A file (artifact, run folder, checkpoint) names model code that popcli imports only when the
+    user opts in for the call (``trust_code=True``, ``--trust-code``); exit 1."""
+
+
 class OutputExists(ArtifactError):
     """An output file exists and --force was not given, or its folder is missing (exit 2)."""
 

@@ -1,16 +1,17 @@
 """``popcli.load``: an artifact rebuilt into the exact subnetwork, every checksum verified.
 
-The second half of the read pipeline: ``reader.read`` (header parsed and checked, structure
-checked on the meta device) -> ``multimask.select`` (one mask's view) -> ``masks.start``
-(decode masks and regenerate weights in two threads while this one builds the structure) ->
-fill the subnet layers (seed weights, file masks, method state) and the stored tensors ->
-``finish.finish_load`` (``mode="infer"``: plain layers, batch norm folded; ``mode="search"``:
-subnet layers with scores). Every problem is an ``ArtifactError`` naming the file.
+The second half of the read pipeline: ``reader.read`` (every entry parsed and checked) -> the
+model to fill: the recipe's architecture on the meta device (``structure.skeleton``, once the
+trust rule allows its builder) or the caller's own module (``model=``, ``structure.own_model``)
+-> ``verification.verify`` (the verification ``popcli inspect`` runs too, for every mask: tensors,
+masks, weights, method state, the structure) -> fill the chosen mask's subnet layers (seed
+weights, file masks, signs) and stored tensors -> ``finish.finish_load`` (``mode="infer"``:
+plain layers, batch norm folded; ``mode="search"``: subnet layers with scores). Every problem is
+an ``ArtifactError`` naming the file (``UntrustedCodeError`` for a builder not trusted).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -18,36 +19,29 @@ import torch.nn as nn
 
 from ..errors import ArtifactError
 from ..methods import store as method_store
-from . import masks
-from .container import Artifact
+from ..models import masked_layers
 from .finish import finish_load
 from .multimask import select
-from .reader import check_state, check_structure, read, skeleton
+from .reader import read
+from .structure import check_trust, own_model, skeleton
+from .verification import Checked, verify
 
 MODES = ("infer", "search")
 
 
-def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
-    """The meta-built model with weights (seed) and masks (file) in its subnet layers; the
-    workers decode and regenerate while this thread builds the structure."""
-    model = skeleton(art)
-    layers = check_structure(model, art)
-    decoded, weights = masks.start(art, pool)
-    for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
-        layer.weight = nn.Parameter(weight.result(), requires_grad=False)
+def _fill(checked: Checked) -> nn.Module:
+    """The checked model with the mask's weights (seed), masks (file), signs and stored tensors."""
+    model, view = checked.model, checked.view
+    for (_, layer), record, mask, weight in zip(masked_layers(model), view.layers, checked.masks, checked.weights):
+        layer.weight = nn.Parameter(weight, requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
-    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.header.method_state)
+    method_store.apply(model, checked.flips)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in checked.stored.items()}, strict=False, assign=True)
     return model
 
 
-def _fill_state(model: nn.Module, art: Artifact) -> None:
-    """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
-    stored = check_state(model, art)
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
-
-
 def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None, *, mode: str = "infer",
-         fold_bn: bool = True) -> nn.Module:
+         fold_bn: bool = True, model: nn.Module | None = None, trust_code: bool = False) -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
     ``mask``: which named mask of a multi-mask file (None: its first, ``multimask``).
 
@@ -58,18 +52,29 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     otherwise. ``mode="search"``: subnet layers whose trainable scores select exactly the stored
     mask (``layer.mask()``; see ``finish``), to continue a search or inspect masks; logits bit
     for bit. (Bit for bit: on the same device and torch version.)
+
+    ``model``: load into this module instead of building one (as ``load_state_dict`` does): the
+    architecture the file was saved from, plain or subnetified, checked layer for layer and
+    tensor for tensor against the file, converted in place. ``trust_code``: build a model whose
+    builder the file names even when it is not popcli's own or an installed entry point (it
+    imports that code; docs/BRING_YOUR_OWN.md).
     """
     if mode not in MODES:
         raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
                             f"layers with scores)")
-    art = select(read(path), mask)
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        model = _build_and_fill(art, pool)
-    finally:
-        pool.shutdown(cancel_futures=True)
-    _fill_state(model, art)
-    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    art = read(path)
+    select(art, mask)  # an unknown mask name: the error listing the masks there are
+    name = mask or art.header.mask_names[0]
+    if model is None:
+        check_trust(art, trust_code)
+        result = verify(art, skeleton)
+    else:
+        own = own_model(art, model)
+        result = verify(art, lambda view: own, own=True)
+    result.raise_first()  # a problem in any mask refuses the file
+    loaded = _fill(result.checked[name])
+    left = [key for key, t in [*loaded.named_parameters(), *loaded.named_buffers()] if t.device.type == "meta"]
     if left:
         raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return finish_load(model, art, mode, fold_bn).to(device).eval()
+    return finish_load(loaded, result.checked[name].view, mode, fold_bn).to(device).eval()
+

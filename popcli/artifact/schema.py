@@ -98,16 +98,14 @@ def json_entry(path: Path, meta: dict[str, str], key: str, kind: type) -> Any:
         value = strict_json(meta[key])
     except (ValueError, RecursionError):
         raise bad(path, key, "is not valid JSON") from None
-    if not isinstance(value, kind):
-        raise bad(path, key, f"is a JSON {type(value).__name__}, expected a JSON {kind.__name__}")
-    return value
+    return kind_check(path, key, value, kind)
 
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _count(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
+def count(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
     if not is_int(value) or not lo <= value <= hi:
         raise bad(path, key, f"holds {str(value)[:40]!r}, expected an integer in [{lo}, {hi}]")
     return value
@@ -129,24 +127,25 @@ def _decimal(path: Path, meta: dict[str, str], key: str) -> int:
 # --------------------------------------------------------------------------- entries
 
 
-def _recipe(path: Path, meta: dict[str, str], version: int) -> Recipe:
-    """The resolved recipe; version 2 stores its seed as a decimal string (exact in any JSON parser)."""
-    raw = json_entry(path, meta, "recipe", dict)
+def parse_recipe(path: Path, raw: dict[str, Any], version: int, key: str = "recipe") -> Recipe:
+    """A resolved recipe (metadata ``recipe``, or a mask's ``mask.NAME.recipe``): every model key
+    stated; version 2 and later store its seed as a decimal string (exact in any JSON parser)."""
     if version >= 2:
         if not isinstance(raw.get("seed"), str) or not _DECIMAL.fullmatch(raw["seed"]):
-            raise bad(path, "recipe", "has no seed as a decimal string (format version 2 stores it so)")
+            raise bad(path, key, "has no seed as a decimal string (format version 2 stores it so)")
         raw = {**raw, "seed": int(raw["seed"])}
     elif not is_int(raw.get("seed")):
-        raise bad(path, "recipe", "has no integer seed")
+        raise bad(path, key, "has no integer seed")
     for dotted in MODEL_KEYS:
-        section, _, key = dotted.partition(".")
-        holder = raw.get(section) if key else raw
-        if not isinstance(holder, dict) or (key or section) not in holder:
-            raise bad(path, "recipe", f"does not state {dotted}, which decides the model")
+        section, _, name = dotted.partition(".")
+        holder = raw.get(section) if name else raw
+        if not isinstance(holder, dict) or (name or section) not in holder:
+            raise bad(path, key, f"does not state {dotted}, which decides the model")
     try:
         return from_dict(raw)
     except PopcliError as err:
-        raise ArtifactError(f"{path}: its recipe is invalid for this popcli ({err})") from None
+        where = "its recipe" if key == "recipe" else f"metadata {key!r}"
+        raise ArtifactError(f"{path}: {where} is invalid for this popcli ({err})") from None
 
 
 def _copies(path: Path, meta: dict[str, str], recipe: Recipe) -> None:
@@ -172,13 +171,18 @@ def _data(path: Path, meta: dict[str, str], recipe: Recipe) -> dict[str, Any]:
     if not isinstance(shape, list) or len(shape) != 3:
         raise bad(path, "data", f"has shape {str(shape)[:40]}, expected [C, H, W]")
     for i, side in enumerate(shape):
-        _count(path, f"data.shape[{i}]", side, 1, 1 << 16)
-    _count(path, "data.num_classes", classes, 1, 1 << 24)
-    cfg = recipe.data  # synthetic data is the one case where the recipe itself fixes the shape (a copy)
-    if cfg.dataset == "synthetic" and (shape, classes) != (list(cfg.shape), cfg.num_classes):
-        raise bad(path, "data", f"says shape {shape} and {classes} classes, but its recipe's synthetic data has "
-                                 f"{list(cfg.shape)} and {cfg.num_classes}")
+        count(path, f"data.shape[{i}]", side, 1, 1 << 16)
+    count(path, "data.num_classes", classes, 1, 1 << 24)
+    check_recipe_data(path, "data", recipe, data)
     return data
+
+
+def check_recipe_data(path: Path, key: str, recipe: Recipe, data: dict[str, Any]) -> None:
+    """Synthetic data is the one case where a recipe itself fixes the input (a copy of ``data``)."""
+    cfg, shape, classes = recipe.data, data["shape"], data["num_classes"]
+    if cfg.dataset == "synthetic" and (list(shape), classes) != (list(cfg.shape), cfg.num_classes):
+        raise bad(path, key, f"says shape {list(shape)} and {classes} classes, but the recipe's synthetic data has "
+                              f"{list(cfg.shape)} and {cfg.num_classes}")
 
 
 def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
@@ -192,8 +196,8 @@ def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
             raise bad(path, f"{where}.name", "is not a layer name")
         if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
             raise bad(path, f"{where}.shape", f"is {str(shape)[:40]}, expected a list of sizes")
-        dims = tuple(_count(path, f"{where}.shape", d, 1, MAX_DIM) for d in shape)
-        record = LayerRecord(name, dims, _count(path, f"{where}.kept", kept, 0, math.prod(dims)), str(digest))
+        dims = tuple(count(path, f"{where}.shape", d, 1, MAX_DIM) for d in shape)
+        record = LayerRecord(name, dims, count(path, f"{where}.kept", kept, 0, math.prod(dims)), str(digest))
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise bad(path, f"{where}.sha256", "is not 64 lowercase hex digits")
         records.append(record)
@@ -202,7 +206,7 @@ def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
     return records
 
 
-def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord]) -> None:
+def check_kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord], key: str = "layers") -> None:
     """Edge-popup keeps exactly ``kept_count(n, density)`` of each layer (global top-k: of all
     layers together), so the recipe's density and the records' kept counts must agree."""
     if recipe.search.method != "edge-popup" or getattr(recipe.search, "density_schedule", "constant") != "constant" \
@@ -214,20 +218,25 @@ def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord]) -> None:
         kept, want = sum(r.kept for r in group), kept_count(sum(r.numel for r in group), density)
         if kept != want:
             where = "all layers" if len(group) > 1 else f"layer {group[0].name!r}"
-            raise bad(path, "layers", f"keeps {kept} weights of {where}, but edge-popup at the recipe's density "
+            raise bad(path, key, f"keeps {kept} weights of {where}, but edge-popup at the recipe's density "
                                        f"{density!r} keeps {want}")
 
 
-def _metrics(path: Path, meta: dict[str, str]) -> dict[str, Any]:
-    if "metrics" not in meta:
-        return {}
-    metrics = json_entry(path, meta, "metrics", dict)
-    for key, (lo, hi) in _METRIC_RANGES.items():
-        value = metrics.get(key)
+def check_metrics(path: Path, metrics: dict[str, Any], key: str = "metrics") -> dict[str, Any]:
+    """``metrics`` (parsed, a JSON object) with every known key a number in its range, or null."""
+    for name, (lo, hi) in _METRIC_RANGES.items():
+        value = metrics.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not lo <= value <= hi):
-            raise bad(path, f"metrics.{key}", f"is {str(value)[:40]!r}, expected a number in [{lo}, {hi}] or null")
+            raise bad(path, f"{key}.{name}", f"is {str(value)[:40]!r}, expected a number in [{lo}, {hi}] or null")
     return metrics
+
+
+def kind_check(path: Path, key: str, value: Any, kind: type) -> Any:
+    """``value`` (parsed JSON) if it is a JSON ``kind``, else the one-line error ``json_entry`` gives."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad(path, key, f"is a JSON {type(value).__name__}, expected a JSON {kind.__name__}")
+    return value
 
 
 def parse(path: Path, meta: dict[str, str], version: int) -> Required:
@@ -240,12 +249,13 @@ def parse(path: Path, meta: dict[str, str], version: int) -> Required:
                             f"{', '.join(CODECS)}); upgrade popcli")
     if not _HEX64.fullmatch(meta.get("content_sha256", "")):
         raise bad(path, "content_sha256", "is not 64 lowercase hex digits")
-    recipe = _recipe(path, meta, version)
+    recipe = parse_recipe(path, json_entry(path, meta, "recipe", dict), version)
     _copies(path, meta, recipe)
     checkpoint = _decimal(path, meta, "checkpoint_bytes") if "checkpoint_bytes" in meta else None
     layers = _layers(path, meta)
-    _kept_counts(path, recipe, layers)
-    return Required(recipe, _data(path, meta, recipe), layers, _metrics(path, meta), checkpoint, meta["mask_codec"],
+    check_kept_counts(path, recipe, layers)
+    metrics = check_metrics(path, json_entry(path, meta, "metrics", dict)) if "metrics" in meta else {}
+    return Required(recipe, _data(path, meta, recipe), layers, metrics, checkpoint, meta["mask_codec"],
                     meta["content_sha256"], meta.get("popcli_version"), meta.get("torch_version"))
 
 

@@ -33,6 +33,7 @@ def search(
     show: bool = typer.Option(False, "--show-recipe", help="Print the resolved recipe (every key, type, range, default) and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="--resume: import the model code the run folder's recipe names when it is not popcli's own or an installed entry point."),
 ) -> None:
     """Search a subnetwork: train one score per frozen random weight, keep the top-k per layer."""
     from .. import recipe as recipes
@@ -49,6 +50,11 @@ def search(
                            f"popcli search --out {out}")
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
+    if resume and recipe_path == (out / "recipe.yaml" if out else None) and \
+            not any(o.replace(" ", "").startswith("model.arch=") for o in overrides):
+        from ..models import trust  # a run folder may come from elsewhere: its recipe follows the file rule
+
+        trust.check_recipe(recipe, trust_code=trust_code, source=str(recipe_path))
     if show:
         from .catalog import show_recipe
 
