@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,13 @@ from ..errors import ArtifactError, PopcliError
 from ..models import init_density
 from ..nn import kept_count
 from ..recipe import Recipe, from_dict
-from ..storage.strict_json import loads as strict_json
+from ..storage.strict_json import MAX_TEXT, printable, loads as strict_json
 
 # Recipe keys that decide which model the file holds: a file must state each one itself (not
 # leave it to this popcli's defaults, which may differ from the writer's).
 MODEL_KEYS = ("seed", "model.arch", "model.init", "model.width", "model.hidden", "model.batchnorm", "search.method",
               "search.density", "search.global_topk", "search.dense_first", "search.dense_last", "data.dataset")
 MAX_DIM = 1 << 31  # a weight dimension or image side larger than this is not a model popcli built
-MAX_TEXT = 256  # characters in a name or version shown by `popcli inspect`
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METRIC_RANGES = {"test_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, math.inf),
@@ -112,9 +110,8 @@ def count(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
 
 
 def safe_text(value: Any) -> bool:
-    """A short string without control characters (it is shown in terminals)."""
-    return (isinstance(value, str) and len(value) <= MAX_TEXT
-            and not any(unicodedata.category(c) in ("Cc", "Cf") for c in value))
+    """A short string without control characters (it is shown in terminals): ``strict_json.printable``."""
+    return printable(value, MAX_TEXT)
 
 
 def _decimal(path: Path, meta: dict[str, str], key: str) -> int:

@@ -66,12 +66,14 @@ def own_model(art: Artifact, module: nn.Module) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise ArtifactError(f"model= must be a torch.nn.Module (the architecture the file was saved from), "
                             f"not {type(module).__name__}")
-    recipe, names = art.recipe, {r.name for r in art.layers}
+    recipe = art.recipe
+    # a module is masked when the file records it or a part of it (an attention's in_proj / out_proj)
+    masked_names = {".".join(r.name.split(".")[:i]) for r in art.layers for i in range(1, r.name.count(".") + 2)}
     if not any(isinstance(m, SubnetMixin) for m in module.modules()):
         masked = methods.get_method(recipe.search.method).masked
         try:
             module = to_subnet_layers(module, recipe.search.density if masked else 1.0,
-                                      keep_dense=lambda name, layer: name not in names,
+                                      keep_dense=lambda name, layer: name not in masked_names,
                                       nonaffine_norms=recipe.model.norms == "nonaffine",
                                       keep_biases=recipe.model.biases != "drop", device="meta")
         except PopcliError as err:
@@ -98,13 +100,14 @@ def check_structure(model: nn.Module, art: Artifact, own: bool = False) -> list[
                         f"the module built as it was when saved")
 
 
-def check_state(model: nn.Module, art: Artifact) -> dict[str, np.ndarray]:
-    """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes, dtypes."""
+def check_state(model: nn.Module, art: Artifact, own: bool = False) -> dict[str, np.ndarray]:
+    """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes,
+    dtypes (``own``: the model is the caller's, messages say so)."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
     skip.update(fill_frozen(model, art))  # frozen biases / parameters: regenerated from the seed, checked
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
     stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}
-    what = f"{art.recipe.model.arch!r}" if art.recipe.model.arch else "the given model"
+    what = "the given model" if own or not art.recipe.model.arch else repr(art.recipe.model.arch)
     for key in sorted(set(wanted) ^ set(stored)):
         side = "missing from the file" if key in wanted else "unexpected in the file"
         raise ArtifactError(f"{art.path}: tensor {key!r} is {side} for {what} (corrupt artifact, or written by "

@@ -125,7 +125,7 @@ def _structure(view: Artifact, model_for: ModelFor, own: bool) -> tuple[nn.Modul
     if model is None:
         return None, {}
     check_structure(model, view, own)
-    return model, check_state(model, view)
+    return model, check_state(model, view, own)
 
 
 def verify(art: Artifact, model_for: ModelFor | None = None, *, own: bool = False) -> Verification:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -14,8 +15,10 @@ from .app import StopFlag, app, err_console, guard, option_overrides, out_consol
 
 
 def _default_run_dir(recipe) -> Path:
+    """runs/<arch>-<dataset>-<method>-d<density>-s<seed>: one folder under runs/, whatever the names hold."""
     r = recipe
-    return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    name = f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")
 
 
 @app.command(epilog=examples.SEARCH)

@@ -23,6 +23,8 @@ from ..recipe import Recipe, from_dict
 from . import policy
 from .build import build_model, init_weights
 from .describe import difference
+from .hooks import masked_layers
+from .trust import NO_BUILDER
 
 
 def _data_info(in_chans: int, image_size: int, num_classes: int, mean, std, class_names) -> dict[str, Any]:
@@ -77,9 +79,11 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
     ``params`` train|frozen); ``keep_dense`` keeps chosen layers plain (trained, stored). A module
     with weights popcli cannot mask is a ModelError unless ``allow_unhandled`` (then its
     parameters follow ``params``). The module's own weights are replaced (an artifact regenerates
-    them from the seed). ``model.popcli_report`` says what became of everything. With ``arch``
-    (the registry name that builds this same structure), ``input_shape`` [C, H, W] and
-    ``num_classes``, the model describes itself for ``popcli.save``. Converts in place; returns the root.
+    them from the seed). ``model.popcli_report`` says what became of everything. With
+    ``input_shape`` [C, H, W] and ``num_classes`` the model describes itself for ``popcli.save``;
+    with ``arch`` too (the registry name or import path that builds this same structure) the
+    artifact names its builder, without it the artifact records none and loads into the same
+    module built again: ``popcli.load(path, model=module)``. Converts in place; returns the root.
     """
     policy.check(biases, norms, params)
     model = to_subnet_layers(module, density, keep_dense=keep_dense, nonaffine_norms=norms == "nonaffine",
@@ -89,14 +93,16 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
     policy.init_params(model, seed, biases, params)
     policy.set_trainable(model, biases, params)
     model.popcli_report = policy.report(model, biases, params)
-    if arch is not None:
-        if input_shape is None or num_classes is None or len(input_shape) != 3:
-            raise ModelError("subnetify(arch=...) also needs input_shape=[C, H, W] and num_classes to describe the model")
+    if arch is not None and (input_shape is None or num_classes is None):
+        raise ModelError("subnetify(arch=...) also needs input_shape=[C, H, W] and num_classes to describe the model")
+    if input_shape is not None and num_classes is not None:  # no arch: the file records no builder (NO_BUILDER)
+        if len(input_shape) != 3:
+            raise ModelError(f"input_shape {list(input_shape)}: expected [C, H, W]")
         c, h, w = (int(d) for d in input_shape)
         if h != w:
             raise ModelError(f"input_shape {list(input_shape)}: popcli models take square images (H = W)")
-        recipe = from_dict({"seed": seed, "model": {"arch": arch, "init": init, "biases": biases, "norms": norms,
-                                                    "params": params}, "search": {"density": density},
+        recipe = from_dict({"seed": seed, "model": {"arch": arch or NO_BUILDER, "init": init, "biases": biases,
+                                                    "norms": norms, "params": params}, "search": {"density": density},
                             "data": _own_data(c, h, num_classes)})
         model.popcli_description = {"recipe": recipe,
                                     "data_info": _data_info(c, h, num_classes, mean, std, class_names)}
@@ -109,15 +115,23 @@ def description(model: nn.Module, recipe: Recipe | None, data_info: dict | None)
     own = getattr(model, "popcli_description", None)
     if recipe is None or data_info is None:
         if own is None:
-            raise ModelError("this model does not describe itself: build it with popcli.create_model (or "
-                             "popcli.subnetify(..., arch=, input_shape=, num_classes=)), or pass recipe= and data_info=")
+            raise ModelError("this model does not describe itself: build it with popcli.create_model or "
+                             "popcli.subnetify(..., input_shape=[C, H, W], num_classes=K), or pass recipe= and "
+                             "data_info=")
         recipe, data_info = recipe or own["recipe"], data_info or own["data_info"]
     _check_describes(model, recipe, data_info)
     return recipe, data_info
 
 
 def _check_describes(model: nn.Module, recipe: Recipe, data_info: dict) -> None:
-    """ModelError unless the recipe's architecture (built on meta) has the model's masked layers and state tensors."""
+    """ModelError unless the recipe's architecture (built on meta) has the model's masked layers and
+    state tensors; a recipe naming no builder (``NO_BUILDER``) describes any model with subnet layers
+    (its loader checks the module it is given against the file)."""
+    if recipe.model.arch == NO_BUILDER:
+        if not any(True for _ in masked_layers(model)) and recipe.search.method != "dense":
+            raise ModelError("this model has no subnet layers (popcli.load's default mode='infer' bakes them); load it "
+                             "with popcli.load(path, model=..., mode='search') to save it again")
+        return
     try:
         shape, classes = [int(d) for d in data_info["shape"]], int(data_info["num_classes"])
         found = difference(model, recipe, shape, classes)
