@@ -178,8 +178,11 @@ def check_recipe_data(path: Path, key: str, recipe: Recipe, data: dict[str, Any]
     """Synthetic data is the one case where a recipe itself fixes the input (a copy of ``data``)."""
     cfg, shape, classes = recipe.data, data["shape"], data["num_classes"]
     if cfg.dataset == "synthetic" and (list(shape), classes) != (list(cfg.shape), cfg.num_classes):
-        raise bad(path, key, f"says shape {list(shape)} and {classes} classes, but the recipe's synthetic data has "
-                              f"{list(cfg.shape)} and {cfg.num_classes}")
+        if key == "data":
+            raise bad(path, key, f"says shape {list(shape)} and {classes} classes, but the recipe's synthetic data has "
+                                  f"{list(cfg.shape)} and {cfg.num_classes}")
+        raise bad(path, key, f"has synthetic data of shape {list(cfg.shape)} and {cfg.num_classes} classes, but "
+                              f"'data' says {list(shape)} and {classes}")
 
 
 def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:

@@ -94,10 +94,10 @@ def check_structure(model: nn.Module, art: Artifact, own: bool = False) -> list[
                             f"from the file's ({len(found)} vs {len(wanted)} layers); was it written by another "
                             f"version of the architecture?")
     first = next(((a, b) for a, b in zip(found + [None] * len(wanted), wanted + [None] * len(found)) if a != b))
-    said = lambda x: "none" if x is None else f"{x[0]!r} {list(x[1])}"  # noqa: E731
-    raise ArtifactError(f"{art.path}: the given model does not match the file: masked layer {said(first[0])} in the "
-                        f"model, {said(first[1])} in the file ({len(found)} vs {len(wanted)} masked layers); pass "
-                        f"the module built as it was when saved")
+    said = lambda x: "no masked layer" if x is None else f"masked layer {x[0]!r} {list(x[1])}"  # noqa: E731
+    raise ArtifactError(f"{art.path}: the given model does not match the file: the model has {said(first[0])} where "
+                        f"the file has {said(first[1])} ({len(found)} vs {len(wanted)} masked layers); pass the module "
+                        f"built as it was when saved")
 
 
 def check_state(model: nn.Module, art: Artifact, own: bool = False) -> dict[str, np.ndarray]:

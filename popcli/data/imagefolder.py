@@ -42,10 +42,15 @@ def check_class_names(folder: Path, names: list[str]) -> None:
     ANSI escape, at most 256 characters), refused here, before the search starts."""
     for name in names:
         if not printable(name):
-            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            raise DataError(f"{folder}: class folder {ascii(shown)[1:-1][:80]!r} is not a usable class name (it must be "
-                            f"valid UTF-8 without control characters such as newlines or escapes, at most 256 "
+            raise DataError(f"{_escaped(folder)}: class folder '{_escaped(name)[:80]}' is not a usable class name (it "
+                            f"must be valid UTF-8 without control characters such as newlines or escapes, at most 256 "
                             f"characters); rename the folder")
+
+
+def _escaped(text) -> str:
+    """``text`` for one line of a message: bytes that were not UTF-8 as \\xNN, control characters escaped."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c if c.isprintable() or c == " "
+                   else repr(c)[1:-1] for c in str(text))
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:

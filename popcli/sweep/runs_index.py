@@ -2,7 +2,8 @@
 
 ``index(root)`` walks ``root`` for ``summary.json`` files at any depth (search run folders and
 the ``runs/`` of sweeps) and returns one row each: where it is (a folder name that is not UTF-8
-shown with ``\xNN`` escapes), what was searched, what it reached. ``write_index`` writes them as CSV (atomically). Damaged run folders are left out.
+shown with ``\\xNN`` escapes), what was searched, what it reached. ``write_index`` writes them
+as CSV (atomically). Damaged run folders are left out.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def index(root: str | Path) -> list[dict[str, Any]]:
 
 
 def _text(path: Path) -> str:
-    """A folder name as text: bytes that are not UTF-8 become ``\xNN`` escapes (a CSV file and a
+    """A folder name as text: bytes that are not UTF-8 become ``\\xNN`` escapes (a CSV file and a
     terminal take text; such a name would otherwise fail to encode when written)."""
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
