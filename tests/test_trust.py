@@ -155,14 +155,32 @@ def test_popcli_names_with_a_hostile_model_source_import_nothing(base, marker, t
         popcli.load(unknown)
 
 
+LOAD_IT = """
+import sys, torch, popcli
+from popcli.errors import UntrustedCodeError
+path, x, expected = sys.argv[1], torch.load(sys.argv[2]), torch.load(sys.argv[3])
+try:
+    popcli.load(path)
+except UntrustedCodeError as err:
+    print("refused:", err)
+else:
+    raise SystemExit("loaded without the opt-in")
+import tinynets.nets  # the user's own module, imported by the user: load(model=) needs no trust
+own = tinynets.nets.build(in_channels=1, image_size=8, num_classes=4)
+with torch.no_grad():
+    assert torch.equal(popcli.load(path, model=own, fold_bn=False)(x), expected)
+    assert torch.equal(popcli.load(path, trust_code=True, fold_bn=False)(x), expected)
+print("ok")
+"""
+
+
 @pytest.mark.slow
 def test_with_the_opt_in_a_user_model_still_loads(tmp_path, monkeypatch):
-    """An import-path user model: refused without the opt-in (even with its module imported), loaded
-    exactly with trust_code=True, and loaded without any trust into the user's own module (model=)."""
+    """An import-path user model in a fresh process: refused without the opt-in, loaded exactly with
+    trust_code=True and without any trust into the user's own module (model=); in the process that
+    built it (the user's own code) it loads as popcli's own do; --trust-code on the CLI."""
     site = make_package(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
-    import tinynets.nets
-
     recipe = recipes.load(None, [*SYNTH, "model.arch=tinynets.nets:build"])
     model = build_model(recipe.model, recipe.search, in_channels=1, image_size=8, num_classes=4, seed=0).eval()
     path = tmp_path / "user.safetensors"
@@ -170,14 +188,15 @@ def test_with_the_opt_in_a_user_model_still_loads(tmp_path, monkeypatch):
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(x)
-    with pytest.raises(UntrustedCodeError, match="'tinynets.nets:build' \\(package tinynets 0.3.1\\)"):
-        popcli.load(path)
-    with torch.no_grad():
-        assert torch.equal(popcli.load(path, trust_code=True, fold_bn=False)(x), expected)
-        own = tinynets.nets.build(in_channels=1, image_size=8, num_classes=4)
-        assert torch.equal(popcli.load(path, model=own, fold_bn=False)(x), expected)
-    assert inspect(path, trust_code=True)["structure_checked"] is True
+        assert torch.equal(popcli.load(path, fold_bn=False)(x), expected)  # this process built it: its own code
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(expected, tmp_path / "y.pt")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    fresh = subprocess.run([sys.executable, "-c", LOAD_IT, str(path), "x.pt", "y.pt"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=300)
+    assert fresh.returncode == 0 and fresh.stdout.endswith("ok\n"), fresh.stderr
+    assert "'tinynets.nets:build' (package tinynets 0.3.1)" in fresh.stdout
+    assert inspect(path, trust_code=True)["structure_checked"] is True
     done = subprocess.run([sys.executable, "-m", "popcli", "export", str(path), "--onnx", "u.onnx", "--trust-code",
                            "--parity-samples", "16"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -95,6 +95,7 @@ def _builder_row(info: dict[str, Any] | None) -> str:
     package = f", package {info['package']} {info.get('version') or ''}".rstrip() if info.get("package") else ""
     return {"none": "none recorded: load it into your own module, popcli.load(path, model=...)",
             "registered": f"registered in this process: {where}{package}",
+            "built": f"import path {info['arch']!r}{package} (already imported by this process)",
             "entry_point": f"entry point {info['arch']!r} -> {where}{package} (installed)",
             "import": f"import path {info['arch']!r}{package} (not imported; loading needs --trust-code)",
             "package": f"{info['arch']!r} registered by {where}{package} (not imported; loading needs --trust-code)",

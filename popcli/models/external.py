@@ -167,6 +167,12 @@ def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
     return build
 
 
+def is_built(arch: str) -> bool:
+    """Whether this process already built ``arch`` from an import path or an entry point (its code
+    is imported, by the user's own recipe or model, or by a load the user trusted)."""
+    return arch in _BUILDERS
+
+
 def find_builder(arch: str) -> Callable[..., nn.Module] | None:
     """The builder of an import path or an entry-point name, or None when ``arch`` is neither."""
     if arch in _BUILDERS:

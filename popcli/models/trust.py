@@ -8,6 +8,8 @@ chose to run, so popcli builds a model a file names only when its builder is alr
 - ``popcli``: one of popcli's own registered architectures;
 - ``registered``: a name registered in this process by code the user imported (``register_model``):
   nothing new is imported;
+- ``built``: an import path this process already built (the user's own recipe or model did, or a
+  load the user trusted): nothing new is imported;
 - ``entry_point``: an installed package's ``popcli.models`` entry point (the user installed it);
 
 and anything else (``import``: an import path ``"pkg.mod:fn"``; ``package``: a name registered by
@@ -28,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UntrustedCodeError
-from .external import entry_point, is_import_path, package_of
+from .external import entry_point, is_built, is_import_path, package_of
 from .registry import registered_builder
 
 NO_BUILDER = ""  # model.arch of a model popcli cannot rebuild by name (popcli.save of any subnetified module)
-TRUSTED = ("popcli", "registered", "entry_point")  # kinds built without the user's opt-in
-IMPORTED = ("popcli", "registered")  # kinds whose code is already imported in this process
+TRUSTED = ("popcli", "registered", "built", "entry_point")  # kinds built without the user's opt-in
+IMPORTED = ("popcli", "registered", "built")  # kinds whose code is already imported in this process
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class BuilderInfo:
     """The builder a file names, as far as it can be told without importing anything."""
 
     arch: str
-    kind: str  # popcli | registered | entry_point | import | package | none | unknown (see the module docstring)
+    kind: str  # popcli | registered | built | entry_point | import | package | none | unknown (module docstring)
     target: str | None = None  # "module:function"
     package: str | None = None  # distribution name (as installed, or as the file records it)
     version: str | None = None
@@ -85,7 +87,8 @@ def describe(arch: str, record: dict[str, Any] | None = None) -> BuilderInfo:
     record = record if isinstance(record, dict) else {}
     recorded = (record.get("package"), record.get("version"))
     if is_import_path(arch):
-        return BuilderInfo(arch, "import", arch, *(recorded if record.get("target") == arch else (None, None)))
+        package = recorded if record.get("target") == arch else (None, None)
+        return BuilderInfo(arch, "built" if is_built(arch) else "import", arch, *package)
     found = entry_point(arch)
     if found is not None:
         return BuilderInfo(arch, "entry_point", *found)
