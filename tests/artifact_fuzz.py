@@ -502,23 +502,24 @@ def make_bases(out: Path) -> list[Path]:
         paths.append(out / f"base{i}.safetensors")
         popcli.save(model, paths[-1], recipe=recipe, data_info={"shape": shape, "num_classes": classes},
                     metrics={"test_acc": 0.5, "test_loss": 1.25, "steps": 3, "epochs": 1.0}, codec=codec)
-    paths.append(_two_masks(out))
+    paths.append(two_masks(out)[0])
     return paths
 
 
-def _two_masks(out: Path) -> Path:
-    """Masks "a" and "b" of fc + BN over seed 7 (other scores and statistics per task), one file."""
+def two_masks(out: Path, method: str = "edge-popup") -> tuple[Path, dict[str, torch.nn.Module]]:
+    """Masks "a" and "b" of fc + BN over seed 7 (other scores and statistics per task) in one file,
+    as `popcli export --mask` writes it, and the two models (eval mode)."""
     import popcli
     from popcli import artifact, recipe as recipes
     from popcli.artifact import multimask
     from popcli.artifact.writer import write_sealed
     from popcli.models import build_model, masked_layers
 
-    singles = []
-    for task in range(2):
+    singles, models = [], {}
+    for task, name in enumerate(("a", "b")):
         recipe = recipes.load(None, ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4",
                                      "model.arch=fc", "model.hidden=[16]", "model.batchnorm=true", "search.density=0.2",
-                                     "seed=7", f"data.permute_task={task}"])
+                                     "seed=7", f"search.method={method}", f"data.permute_task={task}"])
         model = build_model(recipe.model, recipe.search, in_channels=1, image_size=8, num_classes=4, seed=7)
         gen = torch.Generator().manual_seed(50 + task)
         with torch.no_grad():
@@ -528,13 +529,15 @@ def _two_masks(out: Path) -> Path:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen))
                     module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
-        single = out / f"task{task}.safetensors"
+        single = out / f"{method}-{name}.safetensors"
         popcli.save(model, single, recipe=recipe, data_info={"shape": [1, 8, 8], "num_classes": 4},
                     metrics={"test_acc": 0.25 * (task + 1), "steps": 3})
         singles.append(artifact.read(single))
+        models[name] = model.eval()
     metadata, tensors = multimask.combine(["a", "b"], singles)
-    write_sealed(out / "base-multi.safetensors", metadata, tensors, force=False)
-    return out / "base-multi.safetensors"
+    path = out / f"{method}-ab.safetensors"
+    write_sealed(path, metadata, tensors, force=False)
+    return path, models
 
 
 if __name__ == "__main__":

@@ -15,49 +15,12 @@ import torch
 from typer.testing import CliRunner
 
 import popcli
-from artifact_fuzz import make_bases, parts, seal
-from popcli import artifact
-from popcli import recipe as recipes
-from popcli.artifact import inspect, multimask
-from popcli.artifact.writer import write_sealed
+from artifact_fuzz import make_bases, parts, seal, two_masks
+from popcli.artifact import inspect
 from popcli.errors import PopcliError
-from popcli.models import build_model, masked_layers
 
 SIGNED, BIPROP = 3, 4  # make_bases order: fc+BN, conv2, dense fc, signed supermask, biprop
-SYNTH = ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "model.arch=fc", "model.hidden=[16]",
-         "model.batchnorm=true", "search.density=0.3", "seed=5"]
 Edit = Callable[[dict, dict], tuple[dict, dict]]  # (tensors, metadata) -> edited (tensors, metadata)
-
-
-def one_model(method: str, variant: int) -> tuple[torch.nn.Module, recipes.Recipe]:
-    """An fc + BN model over seed 5 whose scores and statistics depend on ``variant`` (another task)."""
-    recipe = recipes.load(None, [*SYNTH, f"search.method={method}", f"data.permute_task={variant}"])
-    model = build_model(recipe.model, recipe.search, in_channels=1, image_size=8, num_classes=4, seed=recipe.seed)
-    gen = torch.Generator().manual_seed(100 + variant)
-    with torch.no_grad():
-        for _, layer in masked_layers(model):
-            layer.scores.copy_(torch.randn(layer.scores.shape, generator=gen))
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen))
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
-    return model.eval(), recipe
-
-
-def multi_mask(folder: Path, method: str) -> tuple[Path, dict[str, torch.nn.Module]]:
-    """A two-mask file (a, b) over one seed, as `popcli export --mask` writes it, and its models."""
-    models, arts = {}, []
-    for i, name in enumerate(("a", "b")):
-        model, recipe = one_model(method, i)
-        models[name] = model
-        single = folder / f"{method}-{name}.safetensors"
-        popcli.save(model, single, recipe=recipe, data_info={"shape": [1, 8, 8], "num_classes": 4},
-                    metrics={"test_acc": 0.5 + i / 10})
-        arts.append(artifact.read(single))
-    metadata, tensors = multimask.combine(["a", "b"], arts)
-    path = folder / f"{method}-ab.safetensors"
-    write_sealed(path, metadata, tensors, force=False)
-    return path, models
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +29,8 @@ def files(tmp_path_factory) -> dict:
     bases = make_bases(folder)
     found = {"signed": bases[SIGNED], "biprop": bases[BIPROP], "models": {}}
     for key, method in (("edge-popup", "edge-popup"), ("biprop-multi", "biprop"), ("signed-multi", "signed-supermask")):
-        found[key], found["models"][key] = multi_mask(folder, method)
+        (folder / key).mkdir()
+        found[key], found["models"][key] = two_masks(folder / key, method)
     return found
 
 
@@ -172,9 +136,10 @@ CASES: dict[str, tuple[str, Edit]] = {  # name: (file, edit)
     "method tensor on an edge-popup mask": ("edge-popup", tensor_edit(lambda t: t.__setitem__(
         "mask.b.method.signs", np.zeros(4, np.uint8)))),
     # per-mask entries, as strict as the first mask's
-    "mask b seed a number": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value=5))),
-    "mask b seed 00": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value="05"))),
-    "mask b seed another": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value="6"))),
+    "mask b seed a number": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value=7))),
+    "mask b seed 00": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value="00"))),
+    "mask b seed 07": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value="07"))),
+    "mask b seed another": ("edge-popup", entry_edit("mask.b", setter("recipe", "seed", value="8"))),
     "mask b data.shape differs": ("edge-popup", entry_edit("mask.b", setter("recipe", "data", "shape", value=[1, 8, 9]))),
     "mask b density vs kept": ("edge-popup", entry_edit("mask.b", setter("recipe", "search", "density", value=0.25))),
     "mask b test_acc 7": ("edge-popup", entry_edit("mask.b", setter("metrics", "test_acc", value=7))),
