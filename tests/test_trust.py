@@ -136,6 +136,19 @@ def test_each_kind_through_the_cli_is_one_line_and_exit_1(base, marker, tmp_path
     assert "structure was not checked" in shown.stderr
 
 
+def test_a_hostile_file_loads_into_your_own_module_and_saves_without_its_builder(base, marker, tmp_path):
+    """model=: nothing the file names is imported, and saving the loaded model (whose recipe came from
+    the file) does not build, import or record the untrusted builder either."""
+    path = renamed(base, tmp_path / "h.safetensors", "marker_mod:build", HOSTILE["import-time-code"][1])
+    own = popcli.create_model("fc", hidden=[16], batchnorm=True, density=0.3, num_classes=4, in_chans=1, image_size=8)
+    loaded = popcli.load(path, model=own, mode="search")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), popcli.load(base, mode="search")(x))
+    again = popcli.save(loaded, tmp_path / "again.safetensors")
+    assert again.recipe.model.arch == "" and again.header.model_source is None
+
+
 def test_stdlib_builders_are_refused_even_when_trusted(base, tmp_path):
     path = renamed(base, tmp_path / "os.safetensors", "os:system", None)
     with pytest.raises(PopcliError, match="standard-library module"):
@@ -353,3 +366,18 @@ def test_names_that_become_paths_stay_in_their_folder(value, tmp_path):
     with pytest.raises(ArtifactError, match="NAME=RUN"):
         parse_specs([f"{value}=run"])  # a mask name never holds a path
     assert int8_path(tmp_path / "m.onnx").parent == tmp_path
+
+
+def test_every_torch_load_in_popcli_is_weights_only():
+    """Read with ast: each torch.load call passes weights_only=True (a checkpoint never runs code)."""
+    import ast
+
+    calls = []
+    for path in (Path(popcli.__file__).parent).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                flags = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True
+                calls.append((path.name, node.lineno, ok))
+    assert calls and all(ok for *_, ok in calls), calls

@@ -12,6 +12,7 @@ an ``ArtifactError`` naming the file (``UntrustedCodeError`` for a builder not t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,10 +21,11 @@ import torch.nn as nn
 from ..errors import ArtifactError
 from ..methods import store as method_store
 from ..models import masked_layers
+from ..models.trust import NO_BUILDER
 from .finish import finish_load
 from .multimask import select
 from .reader import read
-from .structure import check_trust, own_model, skeleton
+from .structure import builder, check_trust, own_model, skeleton
 from .verification import Checked, verify
 
 MODES = ("infer", "search")
@@ -55,9 +57,10 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
 
     ``model``: load into this module instead of building one (as ``load_state_dict`` does): the
     architecture the file was saved from, plain or subnetified, checked layer for layer and
-    tensor for tensor against the file, converted in place. ``trust_code``: build a model whose
-    builder the file names even when it is not popcli's own or an installed entry point (it
-    imports that code; docs/BRING_YOUR_OWN.md).
+    tensor for tensor against the file, converted in place (its ``popcli_description`` names no
+    builder unless the file's is trusted here, so saving it never names code nobody trusted).
+    ``trust_code``: build a model whose builder the file names even when it is not popcli's own
+    or an installed entry point (it imports that code; docs/BRING_YOUR_OWN.md).
     """
     if mode not in MODES:
         raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
@@ -76,5 +79,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     left = [key for key, t in [*loaded.named_parameters(), *loaded.named_buffers()] if t.device.type == "meta"]
     if left:
         raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return finish_load(loaded, result.checked[name].view, mode, fold_bn).to(device).eval()
+    finished = finish_load(loaded, result.checked[name].view, mode, fold_bn).to(device).eval()
+    if model is not None and not builder(art).trusted:  # saved again, it must not name code nobody trusted
+        recipe = finished.popcli_description["recipe"]
+        finished.popcli_description["recipe"] = replace(recipe, model=replace(recipe.model, arch=NO_BUILDER))
+    return finished
 
