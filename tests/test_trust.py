@@ -46,6 +46,7 @@ HOSTILE = {
     "third-party-pytest": ("pytest:main", {"kind": "import", "target": "pytest:main", "package": "pytest",
                                            "version": "9"}),
     "third-party-pip": ("pip._internal.cli.main:main", None),
+    "third-party-torch-subprocesses": ("torch.utils.collect_env:main", None),
     "popcli-cli": ("popcli.cli:main", None),
     "import-time-code": ("marker_mod:build", {"kind": "import", "target": "marker_mod:build", "package": "marker_mod",
                                               "version": "1.0"}),

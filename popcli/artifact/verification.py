@@ -60,7 +60,7 @@ class Checked:
 class Verification:
     checked: dict[str, Checked]  # the masks that verified, by name
     problems: list[str]  # one line per mask that did not
-    structure: bool  # whether step 5 ran for every mask
+    structure: bool  # whether step 2 (the structure against a model) ran for every mask
 
     def raise_first(self) -> None:
         if self.problems:
