@@ -9,9 +9,10 @@
 3. ``popcli.search(model, train, test, arch="torchvision_search:build")``: the search loop on
    that Dataset; ``arch`` names this file's ``build`` so that any process can rebuild the model.
 4. The run is exported as an artifact (seed + bit masks + batch-norm statistics), then a fresh
-   Python process loads it (``popcli.load``: weights regenerated from the seed), compares its
-   logits with this process's (bit for bit, or float rounding where loading folds batch norm),
-   and exports a verified ONNX graph.
+   Python process loads it (``popcli.load(..., trust_code=True)``: the file names this file's
+   builder, which a fresh process imports only when told to; weights regenerated from the
+   seed), compares its logits with this process's (bit for bit, or float rounding where loading
+   folds batch norm), and exports a verified ONNX graph.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ FRESH_PROCESS = """
 import json, sys, torch, popcli
 from popcli.export import export
 artifact, onnx, check = sys.argv[1:4]
-model = popcli.load(artifact)                       # rebuilt from torchvision_search:build + seed + masks
-x, expected = torch.load(check)
+# the file names the builder torchvision_search:build, our own code: a file imports code only when trusted
+model = popcli.load(artifact, trust_code=True)      # rebuilt from torchvision_search:build + seed + masks
+x, expected = torch.load(check, weights_only=True)
 with torch.no_grad():
     logits = model(x)
-report = export(artifact, onnx=onnx, inputs=x)      # baked, checked with onnx.checker and ONNX Runtime
+report = export(artifact, onnx=onnx, inputs=x, trust_code=True)  # baked, checked with onnx.checker and ONNX Runtime
 print(json.dumps({"same_logits": torch.equal(logits, expected), "max_diff": float((logits - expected).abs().max()),
                   "same_predictions": torch.equal(logits.argmax(1), expected.argmax(1)),
                   "onnx_bytes": report["onnx"]["bytes"], "onnx_max_abs_diff": report["onnx"]["parity"]["max_abs_diff"]}))

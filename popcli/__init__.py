@@ -21,17 +21,21 @@ from .errors import PopcliError, python_api
 from .version import __version__
 
 
-def load(path, device="cpu", mask=None, mode="infer", fold_bn=True, inputs=None):
+def load(path, device="cpu", mask=None, mode="infer", fold_bn=True, inputs=None, *, model=None, trust_code=False):
     """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (``popcli.artifact.load``):
     ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
     which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
     ``mask`` names one of a multi-mask file's masks (None: its first), or ``"auto"``: the task of
-    the images ``inputs`` [B, C, H, W] (SupSup's one-shot task inference, ``artifact.tasks``). A
-    missing file raises ``popcli.errors.ArtifactNotFound`` (a FileNotFoundError too)."""
+    the images ``inputs`` [B, C, H, W] (SupSup's one-shot task inference, ``artifact.tasks``).
+    ``model``: load into your own module (plain or subnetified; checked against the file,
+    converted in place), as ``load_state_dict`` does. ``trust_code=True`` lets the file's builder
+    be imported when it is not popcli's own or an installed entry point (a file never runs code
+    otherwise). A missing file raises ``popcli.errors.ArtifactNotFound`` (a FileNotFoundError too)."""
     from .artifact.rebuild import load as load_artifact
 
     with python_api():
-        return load_artifact(path, device, mask, mode=mode, fold_bn=fold_bn, inputs=inputs)
+        return load_artifact(path, device, mask, mode=mode, fold_bn=fold_bn, inputs=inputs, model=model,
+                             trust_code=trust_code)
 
 
 def save(model, path, **kwargs):

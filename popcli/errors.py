@@ -97,6 +97,11 @@ class ArtifactNotFound(ArtifactError, FileNotFoundError):
     """The artifact path does not exist: a PopcliError and, as ``open`` users expect, a FileNotFoundError."""
 
 
+class UntrustedCodeError(PopcliError):
+    """A file (artifact, run folder, checkpoint) names model code that popcli imports only when the
+    user opts in for the call (``trust_code=True``, ``--trust-code``); exit 1."""
+
+
 class OutputExists(ArtifactError):
     """An output file exists and --force was not given, or its folder is missing (exit 2)."""
 

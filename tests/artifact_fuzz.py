@@ -4,15 +4,20 @@ Mutations: bit flips and truncations of the bytes (no re-sealing: the checks mus
 metadata edits re-sealed with a valid ``content_sha256`` (a buggy or hostile writer: values of
 the wrong type or range, markup, deleted keys, edits deep inside the JSON entries, the cases
 of issue 11), and tensor edits re-sealed (BN statistics NaN/Inf/negative, dtypes, shapes,
-missing and extra tensors). ``outcome`` runs ``popcli.load`` and ``inspect`` + its rendering
-on one file and classifies it:
+missing and extra tensors). Files with several masks get the same treatment inside their
+``mask.NAME`` entries and ``mask.NAME.`` tensors (issue 20: every mask is held to the rules of the
+first), plus edits of ``mask_names``; every base also gets headers naming builders whose code a
+file must never make popcli import (issue 20: ``BUILDERS``). ``outcome`` runs ``popcli.load`` (for
+every mask) and ``inspect`` + its rendering on one file and classifies it:
 
 - ``error``: a one-line PopcliError (the only acceptable refusal);
 - ``ok``: accepted, and the model is the one its metadata describes: read independently
   (``described``), its copies of each fact agree, its architecture builds the same structure,
   its weight facts and input are the original's, and the logits equal the original model's
   holding the file's stored tensors (statistics, dense weights), bit for bit;
-- ``wrong``: accepted, but another model than the metadata describes, or a multi-line error;
+- ``wrong``: accepted, but another model than the metadata describes; one mask loaded and another
+  refused; inspect and load disagreeing (one verification for both); a module a header named
+  imported; or a multi-line error;
 - ``traceback``: any other exception.
 
 Run ``PYTHONPATH=. python tests/artifact_fuzz.py [N] [SEED]`` for the counts by mutation kind.
@@ -59,6 +64,16 @@ ISSUE_EDITS: list[tuple[str, tuple, Any]] = [  # (metadata key, JSON path, new v
     ("method_state", ("sign_codec",), "rans"), ("method_state", ("inverted",), "DELETE"),
 ]
 DELETE = "DELETE"
+# multi-mask files: (JSON path inside mask.<second>, new value), the cases of issue 20 section 5
+MASK_EDITS: list[tuple[tuple, Any]] = [
+    (("recipe", "seed"), 5), (("recipe", "seed"), "05"), (("recipe", "seed"), "6"), (("recipe", "data", "shape"), [1, 8, 9]),
+    (("recipe", "search", "density"), 0.25), (("metrics", "test_acc"), 7), (("metrics",), "high"),
+    (("method_state",), {"alpha": [0.5, 0.5]}), (("kept", 0), 3), (("kept", 0), "3"), (("kept", 0), 1.5),
+    (("mask_codec",), "zip"), (("data",), {"shape": [1, 8, 8]}), (("recipe", "model", "width"), 2.0), (("kept",), DELETE),
+]
+# builders a re-sealed header may name: stdlib, installed third-party, popcli's own CLI; none may be imported
+BUILDERS = ["subprocess:run", "pytest:main", "pip._internal.cli.main:main", "popcli.cli:main", "http.server:test"]
+NEVER_IMPORTED = ("pip._internal.cli.main", "http.server")  # modules nothing else in a test run imports
 
 
 # --------------------------------------------------------------------------- writing files
@@ -175,6 +190,13 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         edited = json_edit(meta, key, path, new)
         if edited is not None and edited != meta:
             made.append(("issue-json", seal(name(), tensors, edited)))
+    for arch in BUILDERS:
+        recipe = json.loads(meta["recipe"])
+        recipe["model"]["arch"] = arch
+        source = {"kind": "import", "target": arch, "package": arch.split(".")[0].split(":")[0], "version": "1"}
+        made.append(("builder", seal(name(), tensors, {**meta, "arch": arch, "recipe": json.dumps(recipe),
+                                                       "model_source": json.dumps(source)})))
+    made += [(kind, seal(name(), *edit)) for kind, edit in _mask_cases(tensors, meta)]
     stats = sorted(k for k in tensors if k.endswith(("running_var", "running_mean")))
     for key in stats:
         for bad in (np.nan, np.inf, -np.inf, -1.0):
@@ -202,7 +224,8 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         elif kind == "raw-meta":  # metadata values that are not strings at all
             made.append((kind, seal(name(), tensors, {**meta, rnd.choice(sorted(meta)): rnd.choice(HOSTILE_VALUES)})))
         elif kind == "json":
-            key = rnd.choice(["recipe", "recipe", "data", "layers", "metrics", "method_state"])
+            key = rnd.choice(["recipe", "recipe", "data", "layers", "metrics", "method_state",
+                              *[k for k in meta if k.startswith("mask.")] * 3])
             try:
                 parsed = json.loads(meta[key])
             except (KeyError, ValueError):
@@ -214,6 +237,31 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         else:
             made.append(("tensor", seal(name(), _tensor_edit(rnd, tensors), meta)))
     return made
+
+
+def _mask_cases(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> list[tuple[str, tuple[dict, dict]]]:
+    """The issue's multi-mask cases for a file with several masks: (kind, (tensors, metadata))."""
+    if "mask_names" not in meta:
+        return []
+    names = json.loads(meta["mask_names"])
+    other, cases = names[1], []
+    for path, new in MASK_EDITS:
+        edited = json_edit(meta, f"mask.{other}", path, new)
+        if edited is not None and edited != meta:
+            cases.append(("mask-json", (tensors, edited)))
+    own = sorted(k for k in tensors if k.startswith(f"mask.{other}."))
+    state = [k for k in own if ".state." in k]
+    for changed in ({k: v for k, v in tensors.items() if k != (state or own)[0]},  # a per-mask tensor missing
+                    {**tensors, f"mask.{other}.state.extra": np.zeros(3, np.float32)},  # one extra
+                    {**tensors, "mask.c.masks": tensors["masks"].copy()},  # a mask not in mask_names
+                    {**tensors, f"mask.{other}.method.signs": np.zeros(2, np.uint8)}):  # a method's on edge-popup
+        cases.append(("mask-tensor", (changed, meta)))
+    for order in (list(reversed(names)), names[:1], [*names, "extra"], [names[0], names[0]], [other]):
+        cases.append(("mask-names", (tensors, {**meta, "mask_names": json.dumps(order)})))
+    renamed = {k: v for k, v in meta.items() if k != f"mask.{other}"}  # names swapped, the entry renamed to match
+    renamed.update({"mask_names": json.dumps([other, names[0]]), f"mask.{names[0]}": meta[f"mask.{other}"]})
+    cases.append(("mask-names", (tensors, renamed)))
+    return cases
 
 
 def _get(value: Any, path: tuple) -> Any:
@@ -258,21 +306,24 @@ def _loose(value: Any) -> Any:
         return value
 
 
-def described(meta: dict[str, Any]) -> Any:
-    """What the metadata says the model is, read independently of popcli's reader: None when its
-    copies of a fact disagree; else (weight facts, input facts, architecture as built)."""
+def described(meta: dict[str, Any], mask: str | None = None) -> Any:
+    """What the metadata says the model is (of mask ``mask`` of a multi-mask file: its entry), read
+    independently of popcli's reader: None when its copies of a fact disagree; else (weight facts,
+    input facts, architecture as built)."""
     from popcli.models import build_architecture
     from popcli.recipe import from_dict
 
     try:
-        raw = json.loads(meta["recipe"])
+        entry = json.loads(meta[f"mask.{mask}"]) if mask else {}
+        raw = entry["recipe"] if mask else json.loads(meta["recipe"])
         raw = {**raw, "seed": int(raw["seed"])}
         recipe, data = from_dict(raw), json.loads(meta["data"])
         method, density = recipe.search.method, recipe.search.density
-        copies = (int(meta["seed"]), meta["arch"], meta["init"], meta["method"], float(meta["density"]),
-                  float(meta["init_density"]))
-        if copies != (recipe.seed, recipe.model.arch, recipe.model.init, method, density,
-                      1.0 if method == "dense" else density):
+        shared = (int(meta["seed"]), meta["arch"], meta["init"], meta["method"])  # every mask's
+        if shared != (recipe.seed, recipe.model.arch, recipe.model.init, method):
+            return None
+        if not mask and (float(meta["density"]), float(meta["init_density"])) != (  # the first mask's copies
+                density, 1.0 if method == "dense" else density):
             return None
         if recipe.data.dataset == "synthetic" and (data["shape"], data["num_classes"]) != (
                 recipe.data.shape, recipe.data.num_classes):
@@ -281,6 +332,11 @@ def described(meta: dict[str, Any]) -> Any:
             model = build_architecture(recipe.model, recipe.search, in_channels=data["shape"][0],
                                        image_size=data["shape"][1], num_classes=data["num_classes"])
         layers = [(r["name"], r["shape"], r["kept"]) for r in json.loads(meta["layers"])]
+        if mask:
+            kept = entry["kept"]
+            if len(kept) != len(layers) or not all(type(k) is int for k in kept):
+                return None
+            layers = [(n, shape, k) for (n, shape, _), k in zip(layers, kept)]
     except Exception:  # noqa: BLE001 (a header this reader cannot follow describes nothing)
         return None
     built = [(k, list(v.shape)) for k, v in model.state_dict().items() if not k.endswith("scores")]
@@ -289,25 +345,32 @@ def described(meta: dict[str, Any]) -> Any:
 
 
 class Reference:
-    """The unmutated artifact: what it describes, its model and the model's logits on a fixed input."""
+    """The unmutated artifact: what it describes, its models (one per mask) and their logits on a fixed input."""
 
     def __init__(self, good: Path):
         import popcli
 
         self.tensors, meta = parts(good)
-        self.described = described(meta)
+        self.names = json.loads(meta.get("mask_names", '["default"]'))
+        self.described = {name: described(meta, name if i else None) for i, name in enumerate(self.names)}
         self.x = torch.randn(3, *json.loads(meta["data"])["shape"], generator=torch.Generator().manual_seed(0))
-        self.model = popcli.load(good, mode="search")  # subnet layers and BN as stored: logits exact
-        self.logits = self.model(self.x)
+        # subnet layers and BN as stored: logits exact
+        self.models = {name: popcli.load(good, mask=name if i else None, mode="search")
+                       for i, name in enumerate(self.names)}
 
-    def expected(self, tensors: dict[str, np.ndarray]) -> torch.Tensor | None:
-        """The logits of this model holding ``tensors`` (stored statistics and dense weights)."""
+    def prefix(self, name: str) -> str:
+        return "" if name == self.names[0] else f"mask.{name}."
+
+    def expected(self, tensors: dict[str, np.ndarray], name: str) -> torch.Tensor | None:
+        """The logits of mask ``name``'s model holding ``tensors`` (stored statistics and dense weights)."""
         import copy
 
-        if not np.array_equal(tensors.get("masks", np.zeros(0)), self.tensors.get("masks", np.zeros(0))):
+        prefix = self.prefix(name)
+        if not np.array_equal(tensors.get(prefix + "masks", np.zeros(0)), self.tensors.get(prefix + "masks", np.zeros(0))):
             return None
-        model = copy.deepcopy(self.model)
-        state = {k[len("state."):]: torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith("state.")}
+        model = copy.deepcopy(self.models[name])
+        state = {k[len(prefix + "state."):]: torch.from_numpy(v.copy()) for k, v in tensors.items()
+                 if k.startswith(prefix + "state.")}
         try:
             model.load_state_dict(state, strict=False)
         except RuntimeError:
@@ -333,39 +396,63 @@ def outcome(path: Path, ref: Reference) -> tuple[str, str]:
     from popcli.errors import PopcliError
     from popcli.artifact import inspect
 
+    before = {m for m in NEVER_IMPORTED if m in sys.modules}
     verdict = _load_outcome(path, ref)
     try:
-        _render(inspect(path))
+        report = inspect(path)
+        _render(report)
     except PopcliError as err:
         if "\n" in str(err) and verdict[0] != "traceback":
             return "wrong", f"inspect: multi-line error {str(err)!r}"
+        report = None
     except Exception as err:  # noqa: BLE001 (the point: anything else is a failure)
         return "traceback", f"inspect: {type(err).__name__}: {str(err)[:200]}"
+    imported = sorted(m for m in NEVER_IMPORTED if m in sys.modules and m not in before)
+    if imported:
+        return "wrong", f"a module the header names was imported: {imported[0]}"
+    inspected = bool(report and report["verified"])
+    if verdict[0] in ("ok", "error") and inspected != (verdict[0] == "ok") and (
+            report is None or report.get("structure_checked", True)):
+        return "wrong", f"inspect and load disagree: inspect {'verified' if inspected else 'refused'}, load {verdict}"
     return verdict
 
 
 def _load_outcome(path: Path, ref: Reference) -> tuple[str, str]:
+    """Load every mask of the reference's: all refused (error) or all the described models (ok)."""
+    verdicts = [_load_mask(path, ref, name) for name in ref.names]
+    kinds = {v[0] for v in verdicts}
+    for kind in ("traceback", "wrong"):
+        if kind in kinds:
+            return next(v for v in verdicts if v[0] == kind)
+    if kinds == {"ok", "error"}:
+        return "wrong", f"one mask loaded, another refused: {next(v for v in verdicts if v[0] == 'error')[1]}"
+    return verdicts[0]
+
+
+def _load_mask(path: Path, ref: Reference, name: str) -> tuple[str, str]:
     import popcli
     from popcli.errors import PopcliError
 
+    first = name == ref.names[0]
     try:
-        model = popcli.load(path, mode="search")
+        model = popcli.load(path, mask=None if first else name, mode="search")
     except PopcliError as err:
         return ("wrong", f"multi-line error {str(err)!r}") if "\n" in str(err) else ("error", str(err)[:200])
     except Exception as err:  # noqa: BLE001
         return "traceback", f"load: {type(err).__name__}: {str(err)[:200]}"
     try:
         tensors, meta = parts(path)
-        stated, expected = described(meta), ref.expected(tensors)
+        stated, expected = described(meta, None if first else name), ref.expected(tensors, name)
         logits = model(ref.x)
     except Exception as err:  # noqa: BLE001
         return "wrong", f"accepted, but unusable: {type(err).__name__}: {str(err)[:200]}"
-    if stated != ref.described:
+    wanted = ref.described[name]
+    if stated != wanted:
         what = "copies of a fact disagree" if stated is None else ", ".join(
-            name for name, a, b in zip(("weights", "input", "architecture", "layers"), stated, ref.described) if a != b)
-        return "wrong", f"accepted, but the metadata describes another model ({what})"
+            part for part, a, b in zip(("weights", "input", "architecture", "layers"), stated, wanted) if a != b)
+        return "wrong", f"mask {name!r} accepted, but the metadata describes another model ({what})"
     if expected is None or not torch.equal(logits, expected):
-        return "wrong", "accepted: the same description, other logits than the file's tensors give"
+        return "wrong", f"mask {name!r} accepted: the same description, other logits than the file's tensors give"
     return "ok", ""
 
 
@@ -382,8 +469,9 @@ def run(goods: list[Path], count: int, seed: int, out: Path) -> tuple[Counter, l
 
 
 def make_bases(out: Path) -> list[Path]:
-    """Five small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc,
-    signed supermask (a second coded stream), biprop (per-layer alpha in the metadata)."""
+    """Six small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc,
+    signed supermask (a second coded stream), biprop (per-layer alpha in the metadata), and a
+    two-mask fc + BN file (format version 3: masks "a" and "b" over one seed)."""
     import popcli
     from popcli import recipe as recipes
     from popcli.models import build_model
@@ -414,7 +502,42 @@ def make_bases(out: Path) -> list[Path]:
         paths.append(out / f"base{i}.safetensors")
         popcli.save(model, paths[-1], recipe=recipe, data_info={"shape": shape, "num_classes": classes},
                     metrics={"test_acc": 0.5, "test_loss": 1.25, "steps": 3, "epochs": 1.0}, codec=codec)
+    paths.append(two_masks(out)[0])
     return paths
+
+
+def two_masks(out: Path, method: str = "edge-popup") -> tuple[Path, dict[str, torch.nn.Module]]:
+    """Masks "a" and "b" of fc + BN over seed 7 (other scores and statistics per task) in one file,
+    as `popcli export --mask` writes it, and the two models (eval mode)."""
+    import popcli
+    from popcli import artifact, recipe as recipes
+    from popcli.artifact import multimask
+    from popcli.artifact.writer import write_sealed
+    from popcli.models import build_model, masked_layers
+
+    singles, models = [], {}
+    for task, name in enumerate(("a", "b")):
+        recipe = recipes.load(None, ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4",
+                                     "model.arch=fc", "model.hidden=[16]", "model.batchnorm=true", "search.density=0.2",
+                                     "seed=7", f"search.method={method}", f"data.permute_task={task}"])
+        model = build_model(recipe.model, recipe.search, in_channels=1, image_size=8, num_classes=4, seed=7)
+        gen = torch.Generator().manual_seed(50 + task)
+        with torch.no_grad():
+            for _, layer in masked_layers(model):
+                layer.scores.copy_(torch.randn(layer.scores.shape, generator=gen))
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen))
+                    module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+        single = out / f"{method}-{name}.safetensors"
+        popcli.save(model, single, recipe=recipe, data_info={"shape": [1, 8, 8], "num_classes": 4},
+                    metrics={"test_acc": 0.25 * (task + 1), "steps": 3})
+        singles.append(artifact.read(single))
+        models[name] = model.eval()
+    metadata, tensors = multimask.combine(["a", "b"], singles)
+    path = out / f"{method}-ab.safetensors"
+    write_sealed(path, metadata, tensors, force=False)
+    return path, models
 
 
 if __name__ == "__main__":

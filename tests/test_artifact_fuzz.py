@@ -1,6 +1,7 @@
 """The seeded artifact fuzzer (tests/artifact_fuzz.py): >= 300 hostile files per run, never a
-traceback, never a model other than the one the file's metadata describes; and `popcli
-inspect` on a sample of them through the CLI: one line, a non-zero exit, no traceback."""
+traceback, never a model other than the one the file's metadata describes (for every mask of a
+multi-mask file), inspect and load never disagreeing, no module a header names ever imported;
+and `popcli inspect` on a sample of them through the CLI: one line, a non-zero exit, no traceback."""
 
 import os
 import random
@@ -17,7 +18,8 @@ from artifact_fuzz import make_bases, mutants, run
 
 app = get_app()
 
-PER_BASE = 80  # x 5 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop)
+PER_BASE = 80  # x 6 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
+# and a two-mask fc + BN file)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations
 
 
@@ -30,7 +32,9 @@ def test_fuzzed_artifacts_fail_cleanly_or_load_the_described_model(tmp_path):
     assert len(results) >= 300
     assert not bad, "\n".join(bad[:20])
     kinds = Counter(kind for kind, *_ in results)
-    assert min(kinds[k] for k in ("flip", "truncate", "json", "meta-string", "tensor", "issue-json")) > 0
+    assert min(kinds[k] for k in ("flip", "truncate", "json", "meta-string", "tensor", "issue-json", "builder",
+                                  "mask-json", "mask-tensor", "mask-names")) > 0
+    assert all(verdict == "error" for kind, verdict, *_ in results if kind in ("builder", "mask-tensor", "mask-names"))
     assert counts["ok"] > 0 and counts["error"] > 0  # harmless edits load; the others are refused
 
 

@@ -62,10 +62,11 @@ LOAD_AND_COMPARE = textwrap.dedent('''
     from popcli import artifact
     # bit for bit: without folding batch norm into the weights where popcli.load can fold it
     exact = {"fold_bn": False} if "fold_bn" in inspect.signature(popcli.load).parameters else {}
+    trusted = sys.argv[1] == "trust"  # an import path or a name registered by a package: the user opts in
     sources = []
-    for path, checkpoint in zip(sys.argv[1::2], sys.argv[2::2]):  # (artifact, its search checkpoint) pairs
-        loaded = popcli.load(path, **exact)
-        searched = model_from_checkpoint(Path(checkpoint))[0]
+    for path, checkpoint in zip(sys.argv[2::2], sys.argv[3::2]):  # (artifact, its search checkpoint) pairs
+        loaded = popcli.load(path, trust_code=trusted, **exact)
+        searched = model_from_checkpoint(Path(checkpoint), trust_code=trusted)[0]
         x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             assert torch.equal(loaded(x), searched(x)), "logits differ"
@@ -86,7 +87,7 @@ def test_entry_point_model_cli_search_export_load_fresh_process(tmp_path, monkey
     assert json.loads(searched.stdout)["weights_verified"] is True
     exported = run(["export", "run", "-o", "m.safetensors"], [site], tmp_path)
     assert exported.returncode == 0, exported.stderr
-    loaded = run([LOAD_AND_COMPARE, "m.safetensors", "run/last.pt"], [site], tmp_path, python=True)
+    loaded = run([LOAD_AND_COMPARE, "no-trust", "m.safetensors", "run/last.pt"], [site], tmp_path, python=True)
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == [{"kind": "entry_point", "group": "popcli.models",
                                           "target": "tinynets.nets:build", "package": "tinynets", "version": "0.3.1"}]
@@ -112,9 +113,9 @@ def test_import_path_and_registered_models_load_in_fresh_process(tmp_path, monke
     for arch, kind in (("tinynets.nets:build", "import"), ("tiny_registered", "registered")):
         recipe = recipes.load(None, [*overrides, f"model.arch={arch}"])
         search(recipe, tmp_path / kind)
-        export(tmp_path / kind, tmp_path / f"{kind}.safetensors")
+        export(tmp_path / kind, tmp_path / f"{kind}.safetensors", trust_code=kind == "import")
         pairs += [f"{kind}.safetensors", f"{kind}/last.pt"]
-    loaded = run([LOAD_AND_COMPARE, *pairs], [site], tmp_path, python=True)  # a fresh process: nothing registered
+    loaded = run([LOAD_AND_COMPARE, "trust", *pairs], [site], tmp_path, python=True)  # fresh: nothing registered
     assert loaded.returncode == 0, loaded.stderr
     imported, registered = json.loads(loaded.stdout)
     assert imported == {"kind": "import", "target": "tinynets.nets:build", "package": "tinynets", "version": "0.3.1"}

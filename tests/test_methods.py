@@ -266,21 +266,23 @@ def test_multi_mask_refuses_another_seed(task_runs, tmp_path):
     with pytest.raises(ArtifactError, match="seed"):
         export(None, tmp_path / "m.safetensors", masks=[f"a={task_runs / 't0'}", f"b={task_runs / 'other-seed'}"])
     assert not (tmp_path / "m.safetensors").exists()
-    # a file whose second mask claims another seed (checksum recomputed) is refused on load
+    # a file whose second mask claims another seed (checksum recomputed) is refused on load, whichever
+    # mask is asked for: load verifies every mask, as inspect does
     export(None, tmp_path / "m.safetensors", masks=[f"a={task_runs / 't0'}", f"b={task_runs / 't1'}"])
     from safetensors.numpy import load_file, save_file
 
     art = _artifact.read(tmp_path / "m.safetensors")
     meta = {k: v for k, v in art.metadata.items() if k != "content_sha256"}
     entry = _json.loads(meta["mask.b"])
-    entry["recipe"]["seed"] = 1
+    entry["recipe"]["seed"] = "1"
     meta["mask.b"] = _json.dumps(entry)
     tensors = load_file(tmp_path / "m.safetensors")
     meta["content_sha256"] = _artifact.content_sha256(meta, tensors)
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
-    popcli.load(tmp_path / "bad.safetensors", mask="a")
-    with pytest.raises(ArtifactError, match="seed"):
-        popcli.load(tmp_path / "bad.safetensors", mask="b")
+    for name in ("a", "b"):
+        with pytest.raises(ArtifactError, match="mask 'b' differs from the first mask in its seed"):
+            popcli.load(tmp_path / "bad.safetensors", mask=name)
+    assert not _artifact.inspect(tmp_path / "bad.safetensors")["verified"]
 
 
 def test_single_mask_files_still_read_as_one_default_mask(task_runs, tmp_path):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import popcli
 from popcli import recipe as recipes
 from popcli.artifact import read, select
-from popcli.artifact.rebuild import build
+from popcli.artifact.rebuild import mask_models
 from popcli.artifact.tasks import TaskMixture
 from popcli.cli import get_app
 from popcli.data import load_data
@@ -49,7 +49,7 @@ def test_entropy_gradient_is_the_derivative_of_the_mixed_models_entropy(three_ta
     """dH/dalpha_i from autograd against central differences of H(alpha) (float32, eps 1e-2)."""
     path, images = three_tasks
     art = read(path)
-    mixture = TaskMixture({n: build(select(art, n), "infer", fold_bn=False) for n in art.header.mask_names})
+    mixture = TaskMixture(mask_models(art))
     x = images["t1"][0][:16]
     guess = mixture.infer(x)
     alpha = torch.full((3,), 1 / 3)

@@ -7,15 +7,18 @@ regenerated from the seed and checked against per-layer SHA-256 digests. docs/FO
 byte format. One pipeline reads it, with no back-and-forth:
 
     container.read_raw   open: header JSON, versions, tensors, content checksum
-    reader.read          parse every entry once into a typed Header (schema, extras, multimask),
-                         check the tensors and the structure built on the meta device
-    multimask.select     one mask's view
-    masks                decode masks, regenerate and verify weights (two threads)
-    rebuild.load         fill the model, restore the method state and stored tensors
+    reader.read          parse every entry once into a typed Header (schema, extras, multimask:
+                         every mask's entries as strictly as the first's); no model is built
+    structure            the model to check and fill: the recipe's (trust rule) or the caller's
+    verification.verify  every mask: its view (multimask.select), tensors, masks decoded and
+                         weights regenerated (masks, two threads), method state, structure
+    rebuild.load         fill the model with one mask's weights, masks, signs, stored tensors
     finish.finish_load   infer mode (plain layers, batch norm folded) or search mode
 
-``writer.save`` writes one; ``report.inspect`` describes one; ``preprocess`` is what travels
-with it for deployment; ``tasks`` picks the mask of a multi-mask file whose task a batch is. Other packages take the ``Artifact`` and its ``Header``, never the raw
+``writer.save`` writes one; ``report.inspect`` describes one (the same verification, never
+importing a model's code); ``preprocess`` is what travels with it for deployment; ``tasks``
+picks the mask of a multi-mask file whose task a batch is. Other packages take the ``Artifact``
+and its ``Header``, never the raw
 metadata strings. Imports ``storage``, ``codecs``, ``rng``, ``nn``, ``methods``, ``recipe``,
 ``models`` and ``data.facts``. Every problem with a file is an ``ArtifactError`` naming it;
 nothing here prints.
@@ -23,7 +26,7 @@ nothing here prints.
 
 from .container import (FORMAT_NAME, FORMAT_VERSION, MASKS, MULTI_MASK_VERSION, STATE, Artifact, Header, content_sha256,
                         is_safetensors)
-from .masks import verify
+from .verification import problems as verify
 from .multimask import select
 from .reader import read
 from .rebuild import load

@@ -18,7 +18,9 @@ from typing import Any
 from ..codecs import CODECS
 from ..errors import ArtifactError
 from ..storage.strict_json import loads as strict_json
-from .schema import LayerRecord, bad, is_int, json_entry, safe_text
+from .schema import LayerRecord, bad, is_int, json_entry, kind_check, safe_text
+
+ABSENT = object()  # an entry the file does not have (JSON null is a value)
 
 
 @dataclass(frozen=True)
@@ -58,25 +60,29 @@ def _preprocessing(path: Path, meta: dict[str, str], data: dict[str, Any]) -> di
     return value
 
 
-def _method_state(path: Path, meta: dict[str, str], method: str, layers: list[LayerRecord]) -> dict[str, Any] | None:
-    """biprop: {"alpha": [finite float per masked layer]}; signed-supermask: {"sign_codec": a codec,
-    "inverted": [0 <= int <= kept per layer]}; any other method: no entry."""
+def parse_method_state(path: Path, key: str, state: Any, method: str, layers: list[LayerRecord]) -> dict[str, Any] | None:
+    """``state`` (the parsed entry ``key``; ``ABSENT`` when the file has none) checked for ``method``:
+    biprop: {"alpha": [finite float >= 0 per masked layer]}; signed-supermask: {"sign_codec": a
+    codec, "inverted": [0 <= int <= kept per layer]}; any other method: no entry."""
     if method not in ("biprop", "signed-supermask"):
-        if "method_state" in meta:
-            raise bad(path, "method_state", f"is present, but method {method!r} stores no state")
+        if state is not ABSENT:
+            raise bad(path, key, f"is present, but method {method!r} stores no state")
         return None
-    state = json_entry(path, meta, "method_state", dict)
-    key = "alpha" if method == "biprop" else "inverted"
-    values = state.get(key)
+    if state is ABSENT:
+        raise ArtifactError(f"{path}: metadata has no {key!r}, which method {method!r} needs (corrupt or incomplete "
+                            f"artifact); re-export it")
+    state = kind_check(path, key, state, dict)
+    name = "alpha" if method == "biprop" else "inverted"
+    values = state.get(name)
     if not isinstance(values, list) or len(values) != len(layers):
-        raise bad(path, f"method_state.{key}", f"does not list the {len(layers)} masked layers")
+        raise bad(path, f"{key}.{name}", f"does not list the {len(layers)} masked layers")
     if method == "biprop" and not all(_finite(v) and v >= 0 for v in values):
-        raise bad(path, "method_state.alpha", "holds a value that is not a finite non-negative number")
+        raise bad(path, f"{key}.alpha", "holds a value that is not a finite non-negative number")
     if method == "signed-supermask":
         if not all(is_int(v) and 0 <= v <= r.kept for v, r in zip(values, layers)):
-            raise bad(path, "method_state.inverted", "holds a count that is not an integer between 0 and the kept count")
+            raise bad(path, f"{key}.inverted", "holds a count that is not an integer between 0 and the kept count")
         if state.get("sign_codec") not in CODECS:
-            raise bad(path, "method_state.sign_codec", f"is {str(state.get('sign_codec'))[:20]!r}, not one of {list(CODECS)}")
+            raise bad(path, f"{key}.sign_codec", f"is {str(state.get('sign_codec'))[:20]!r}, not one of {list(CODECS)}")
     return state
 
 
@@ -105,6 +111,7 @@ def _frozen(path: Path, meta: dict[str, str]) -> list[dict[str, Any]]:
 def parse(path: Path, meta: dict[str, str], method: str, data: dict[str, Any], layers: list[LayerRecord]) -> Optional:
     """Every optional entry present in ``meta``, parsed and checked (ArtifactError naming the entry)."""
     preprocessing = _preprocessing(path, meta, data) if "preprocessing" in meta else None
-    method_state = _method_state(path, meta, method, layers)
+    raw_state = json_entry(path, meta, "method_state", object) if "method_state" in meta else ABSENT
+    method_state = parse_method_state(path, "method_state", raw_state, method, layers)
     model_source = _model_source(path, meta) if "model_source" in meta else None
     return Optional(preprocessing, method_state, model_source, _frozen(path, meta))

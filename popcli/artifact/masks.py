@@ -2,14 +2,11 @@
 
 ``decode(art)`` decodes the coded mask stream into one bool array per masked layer (kept counts
 checked); ``regenerate(art, record)`` draws a layer's weight from the seed (``rng``) and checks its
-SHA-256; ``start`` submits both to a thread pool (the C kernels, numpy and hashlib release the
-GIL, so they run in parallel); ``verify`` runs everything ``load`` would and returns the problems.
-Nothing here builds a model or prints.
+SHA-256. ``verify`` runs both in a thread pool (the C kernels, numpy and hashlib release the
+GIL, so they run in parallel). Nothing here builds a model or prints.
 """
 
 from __future__ import annotations
-
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -50,26 +47,3 @@ def regenerate(art: Artifact, record: LayerRecord, threads: int | None = None) -
                             f"the stored checksum; this machine's generator differs from the one that wrote the file, "
                             f"please report it (torch {torch.__version__}, numpy {np.__version__})")
     return weight
-
-
-def start(art: Artifact, pool: ThreadPoolExecutor) -> tuple[Future, list[Future]]:
-    """Submit the mask decoding and each layer's regeneration + checksum (largest layers first).
-    Returns (future of the bool masks, futures of the verified weights in layer order)."""
-    decoded = pool.submit(decode, art)
-    weights: dict[int, Future] = {}
-    for i in sorted(range(len(art.layers)), key=lambda i: -art.layers[i].numel):
-        weights[i] = pool.submit(regenerate, art, art.layers[i], 1)
-    return decoded, [weights[i] for i in range(len(art.layers))]
-
-
-def verify(art: Artifact) -> list[str]:
-    """Decode every mask and regenerate every weight, as ``load`` does; the problems found."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        decoded, weights = start(art, pool)
-        problems = []
-        for future in [decoded, *weights]:
-            try:
-                future.result()
-            except ArtifactError as err:
-                problems.append(str(err))
-    return problems

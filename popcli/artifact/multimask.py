@@ -27,22 +27,33 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, PopcliError
-from ..recipe import from_dict
+from ..codecs import CODECS
+from ..errors import ArtifactError
 from ..storage.strict_json import compact, loads as strict_json
+from . import extras, schema
 from .container import MULTI_MASK_VERSION, Artifact, MaskEntry
-from .schema import LayerRecord
+from .schema import Required
 
 NAMES_KEY = "mask_names"
 DEFAULT = "default"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PER_MASK = ("recipe", "mask_codec", "metrics", "method_state")  # metadata each mask has its own copy of
+# top-level entries every mask shares: a mask entry holding one would be ignored, so it is refused
+SHARED_ONLY = frozenset({"format", "format_version", "generator", "generator_version", "seed", "arch", "init",
+                         "method", "density", "init_density", "data", "layers", "model_source", "preprocessing",
+                         "frozen", "popcli_version", "torch_version", "checkpoint_bytes", "content_sha256",
+                         NAMES_KEY})
 
 
-def parse_names(path: Path, meta: dict[str, str]) -> list[str]:
+def parse_names(path: Path, meta: dict[str, str], version: int) -> list[str]:
     """The mask names of a file, the default first (["default"] for a single-mask file)."""
     if NAMES_KEY not in meta:
+        if version >= MULTI_MASK_VERSION:
+            raise ArtifactError(f"{path}: format version {version} without metadata {NAMES_KEY!r} (corrupt artifact)")
         return [DEFAULT]
+    if version < MULTI_MASK_VERSION:
+        raise ArtifactError(f"{path}: metadata {NAMES_KEY!r} in a format version {version} file; several masks are "
+                            f"format version {MULTI_MASK_VERSION} (corrupt artifact)")
     try:
         found = strict_json(meta[NAMES_KEY])
     except (ValueError, RecursionError):
@@ -53,29 +64,43 @@ def parse_names(path: Path, meta: dict[str, str]) -> list[str]:
     return found
 
 
-def _entry(path: Path, meta: dict[str, str], name: str, layers: list[LayerRecord]) -> MaskEntry:
-    try:
-        entry = strict_json(meta[f"mask.{name}"])
-        raw = dict(entry["recipe"])
-        if isinstance(raw.get("seed"), str) and raw["seed"].isdigit():  # format 2+: the seed as a decimal string
-            raw["seed"] = int(raw["seed"])
-        kept = tuple(int(k) for k in entry["kept"])
-        codec = str(entry["mask_codec"])
-        metrics, method_state = dict(entry.get("metrics", {})), entry.get("method_state")
-    except (KeyError, TypeError, ValueError, RecursionError, AttributeError):
-        raise ArtifactError(f"{path}: metadata 'mask.{name}' is missing or malformed (corrupt artifact)") from None
-    try:
-        recipe = from_dict(raw)
-    except PopcliError as err:
-        raise ArtifactError(f"{path}: mask {name!r}: its recipe is invalid ({err})") from None
-    if len(kept) != len(layers):
-        raise ArtifactError(f"{path}: mask {name!r} lists {len(kept)} layers, the file has {len(layers)}")
-    return MaskEntry(name, recipe, codec, kept, metrics, method_state)
+def _entry(path: Path, meta: dict[str, str], name: str, shared: Required, version: int) -> MaskEntry:
+    """Mask ``name``'s entry ``mask.NAME``, held to the rules of the top-level entries it replaces."""
+    key = f"mask.{name}"
+    entry = schema.json_entry(path, meta, key, dict)
+    misplaced = sorted(set(entry) & SHARED_ONLY)
+    if misplaced:
+        raise schema.bad(path, key, f"holds {misplaced[0]!r}, which every mask shares (a top-level entry)")
+    for field in ("recipe", "mask_codec", "kept"):
+        if field not in entry:
+            raise schema.bad(path, key, f"has no {field!r}")
+    recipe = schema.parse_recipe(path, schema.kind_check(path, f"{key}.recipe", entry["recipe"], dict), version,
+                                 f"{key}.recipe")
+    codec = entry["mask_codec"]
+    if codec not in CODECS:
+        raise schema.bad(path, f"{key}.mask_codec", f"is {str(codec)[:40]!r}, not one of {list(CODECS)}")
+    kept = schema.kind_check(path, f"{key}.kept", entry["kept"], list)
+    if len(kept) != len(shared.layers):
+        raise schema.bad(path, f"{key}.kept", f"lists {len(kept)} layers, the file has {len(shared.layers)}")
+    layers = [replace(r, kept=schema.count(path, f"{key}.kept[{i}]", k, 0, r.numel))
+              for i, (r, k) in enumerate(zip(shared.layers, kept))]
+    schema.check_recipe_data(path, f"{key}.recipe", recipe, shared.data_info)
+    metrics = schema.check_metrics(path, schema.kind_check(path, f"{key}.metrics", entry["metrics"], dict),
+                                   f"{key}.metrics") if "metrics" in entry else {}
+    schema.check_kept_counts(path, recipe, layers, metrics, f"{key}.kept")
+    state = extras.parse_method_state(path, f"{key}.method_state", entry.get("method_state", extras.ABSENT),
+                                      recipe.search.method, layers)
+    return MaskEntry(name, recipe, codec, tuple(r.kept for r in layers), metrics, state)
 
 
-def parse_entries(path: Path, meta: dict[str, str], names: list[str], layers: list[LayerRecord]) -> dict[str, MaskEntry]:
-    """{name: entry} of every mask but the default (whose entries are the file's own)."""
-    return {name: _entry(path, meta, name, layers) for name in names[1:]}
+def parse_entries(path: Path, meta: dict[str, str], names: list[str], shared: Required,
+                  version: int) -> dict[str, MaskEntry]:
+    """{name: entry} of every mask but the default (whose entries are the file's own), each as
+    strictly checked as the default's; a ``mask.X`` entry for a name not in ``mask_names`` is refused."""
+    orphans = sorted(k for k in meta if k.startswith("mask.") and k[len("mask."):] not in names[1:])
+    if orphans:
+        raise ArtifactError(f"{path}: metadata {orphans[0]!r} names no mask of {NAMES_KEY!r} (corrupt artifact)")
+    return {name: _entry(path, meta, name, shared, version) for name in names[1:]}
 
 
 # --------------------------------------------------------------------------- one mask's view
@@ -116,18 +141,24 @@ def select(art: Artifact, name: str | None) -> Artifact:
                      method_state=entry.method_state, layers=layers)
     prefix = f"mask.{name}."
     view = replace(art, header=header, tensors={k[len(prefix):]: v for k, v in art.tensors.items() if k.startswith(prefix)})
-    check_compatible(replace(art, tensors=own), view, name)  # a mask over another seed is refused here
+    try:
+        check_compatible(replace(art, tensors=own), view, name)  # a mask over another seed is refused here
+    except ArtifactError as err:
+        raise ArtifactError(f"{art.path}: {err}") from None
     return view
 
 
 def sizes(art: Artifact) -> list[dict[str, Any]]:
-    """Per mask: name, kept weights, bytes of its own tensors, test accuracy recorded."""
+    """Per mask: name, kept weights, bytes of its own tensors, test accuracy recorded (as the
+    entries say: whether each mask verifies is ``verification``'s question)."""
     rows = []
-    for name in art.header.mask_names:
-        view = select(art, name)
-        rows.append({"name": name, "kept_weights": sum(r.kept for r in view.layers),
-                     "bytes": int(sum(np.asarray(v).nbytes for v in view.tensors.values())),
-                     "test_acc": view.header.metrics.get("test_acc")})
+    for i, name in enumerate(art.header.mask_names):
+        prefix = f"mask.{name}."
+        own = {k: v for k, v in art.tensors.items() if (k.startswith(prefix) if i else not k.startswith("mask."))}
+        kept = sum(r.kept for r in art.layers) if i == 0 else sum(art.header.masks[name].kept)
+        metrics = art.header.metrics if i == 0 else art.header.masks[name].metrics
+        rows.append({"name": name, "kept_weights": kept, "bytes": int(sum(np.asarray(v).nbytes for v in own.values())),
+                     "test_acc": metrics.get("test_acc")})
     return rows
 
 

@@ -1,17 +1,21 @@
 """``popcli.load``: an artifact rebuilt into the exact subnetwork, every checksum verified.
 
-The second half of the read pipeline: ``reader.read`` (header parsed and checked, structure
-checked on the meta device) -> ``multimask.select`` (one mask's view) -> ``masks.start``
-(decode masks and regenerate weights in two threads while this one builds the structure) ->
-fill the subnet layers (seed weights, file masks, method state) and the stored tensors ->
-``finish.finish_load`` (``mode="infer"``: plain layers, batch norm folded; ``mode="search"``:
-subnet layers with scores). ``mask="auto"`` first infers which mask the given images need
-(``tasks``). Every problem is an ``ArtifactError`` naming the file.
+The second half of the read pipeline: ``reader.read`` (every entry parsed and checked) -> the
+model to fill: the recipe's architecture on the meta device (``structure.skeleton``, once the
+trust rule allows its builder) or the caller's own module (``model=``, ``structure.own_model``)
+-> ``verification.verify`` (the verification ``popcli inspect`` runs too, for every mask: tensors,
+masks, weights, method state, the structure) -> fill the chosen mask's subnet layers (seed
+weights, file masks, signs) and stored tensors -> ``finish.finish_load`` (``mode="infer"``:
+plain layers, batch norm folded; ``mode="search"``: subnet layers with scores). ``mask="auto"``
+first infers which mask the given images need (``tasks``: every mask's model, filled from the
+same verification). Every problem is an ``ArtifactError`` naming the file
+(``UntrustedCodeError`` for a builder not trusted).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import copy
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,64 +23,71 @@ import torch.nn as nn
 
 from ..errors import ArtifactError
 from ..methods import store as method_store
-from . import masks
+from ..models import masked_layers
+from ..models.trust import NO_BUILDER
 from .container import Artifact
 from .finish import finish_load
 from .multimask import select
-from .reader import check_state, check_structure, read, skeleton
+from .reader import read
+from .structure import builder, check_trust, own_model, skeleton
 from .tasks import AUTO, TaskGuess, TaskMixture
+from .verification import Checked, Verification, verify
 
 MODES = ("infer", "search")
 
 
-def _build_and_fill(art: Artifact, pool: ThreadPoolExecutor) -> nn.Module:
-    """The meta-built model with weights (seed) and masks (file) in its subnet layers; the
-    workers decode and regenerate while this thread builds the structure."""
-    model = skeleton(art)
-    layers = check_structure(model, art)
-    decoded, weights = masks.start(art, pool)
-    for layer, record, mask, weight in zip(layers, art.layers, decoded.result(), weights):
-        layer.weight = nn.Parameter(weight.result(), requires_grad=False)
+def _fill(checked: Checked) -> nn.Module:
+    """The checked model with the mask's weights (seed), masks (file), signs and stored tensors."""
+    model, view = checked.model, checked.view
+    for (_, layer), record, mask, weight in zip(masked_layers(model), view.layers, checked.masks, checked.weights):
+        layer.weight = nn.Parameter(weight, requires_grad=False)
         layer.fix_mask(torch.from_numpy(mask).view(record.shape), record.kept)  # the file stores no scores
-    method_store.restore(art.path, model, art.recipe.search.method, art.tensors, art.header.method_state)
+    method_store.apply(model, checked.flips)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in checked.stored.items()}, strict=False, assign=True)
+    left = [key for key, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise ArtifactError(f"{view.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
     return model
 
 
-def _fill_state(model: nn.Module, art: Artifact) -> None:
-    """Batch-norm statistics and trained dense weights from the file; keys must match exactly."""
-    stored = check_state(model, art)
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in stored.items()}, strict=False, assign=True)
-
-
-def build(art: Artifact, mode: str = "infer", fold_bn: bool = True) -> nn.Module:
-    """The model of one mask's view ``art`` (``multimask.select``), as ``load`` returns it (CPU)."""
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        model = _build_and_fill(art, pool)
-    finally:
-        pool.shutdown(cancel_futures=True)
-    _fill_state(model, art)
-    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise ArtifactError(f"{art.path}: nothing in the file fills {left[0]!r} (corrupt artifact)")
-    return finish_load(model, art, mode, fold_bn)
-
-
-def infer_task(art: Artifact, inputs) -> TaskGuess:
+def _infer_task(art: Artifact, result: Verification, inputs) -> TaskGuess:
     """The mask of ``art`` whose task the images ``inputs`` [B, C, H, W] belong to (``tasks``:
-    SupSup's one-shot entropy gradient over all masks)."""
+    SupSup's one-shot entropy gradient over every mask's model, baked without folding)."""
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         raise ArtifactError("mask='auto' infers the task from images: pass inputs=a float tensor [B, C, H, W] of "
                             "preprocessed images" + ("" if inputs is None else f" (got {type(inputs).__name__})"))
     shape = [int(d) for d in art.data_info["shape"]]
     if list(inputs.shape[1:]) != shape:
         raise ArtifactError(f"{art.path}: inputs are {list(inputs.shape[1:])} images, the model takes {shape}")
-    models = {name: build(select(art, name), "infer", fold_bn=False) for name in art.header.mask_names}
+    models = {name: finish_load(_fill(copy.deepcopy(result.checked[name])), result.checked[name].view, "infer",
+                                fold_bn=False) for name in art.header.mask_names}
     return TaskMixture(models).infer(inputs)
 
 
+def mask_models(art: Artifact, *, mode: str = "infer", fold_bn: bool = False,
+                trust_code: bool = False) -> dict[str, nn.Module]:
+    """{mask name: its model} of a read artifact, every mask verified (the trust rule applies):
+    what ``popcli eval --mask auto`` mixes and classifies with."""
+    check_trust(art, trust_code)
+    result = verify(art, skeleton)
+    result.raise_first()
+    return {name: finish_load(_fill(result.checked[name]), result.checked[name].view, mode, fold_bn).eval()
+            for name in art.header.mask_names}
+
+
+def _check_options(mode: str, mask: str | None, inputs, model: nn.Module | None) -> None:
+    if mode not in MODES:
+        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
+                            f"layers with scores)")
+    if inputs is not None and mask != AUTO:
+        raise ArtifactError("inputs= is for mask='auto' (task inference); drop it, or pass mask='auto'")
+    if mask == AUTO and model is not None:
+        raise ArtifactError("mask='auto' builds one model per mask; it does not fill model=: load the inferred mask "
+                            "by name into your module")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None = None, *, mode: str = "infer",
-         fold_bn: bool = True, inputs=None) -> nn.Module:
+         fold_bn: bool = True, inputs=None, model: nn.Module | None = None, trust_code: bool = False) -> nn.Module:
     """The subnetwork of an artifact as an eval-mode model on ``device``, every checksum verified;
     ``mask``: which named mask of a multi-mask file (None: its first, ``multimask``), or ``"auto"``:
     the mask whose task the images ``inputs`` [B, C, H, W] belong to (SupSup's one-shot task
@@ -89,18 +100,31 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     otherwise. ``mode="search"``: subnet layers whose trainable scores select exactly the stored
     mask (``layer.mask()``; see ``finish``), to continue a search or inspect masks; logits bit
     for bit. (Bit for bit: on the same device and torch version.)
+
+    ``model``: load into this module instead of building one (as ``load_state_dict`` does): the
+    architecture the file was saved from, plain or subnetified, checked layer for layer and
+    tensor for tensor against the file, converted in place (its ``popcli_description`` names no
+    builder unless the file's is trusted here, so saving it never names code nobody trusted).
+    ``trust_code``: build a model whose builder the file names even when it is not popcli's own
+    or an installed entry point (it imports that code; docs/BRING_YOUR_OWN.md).
     """
-    if mode not in MODES:
-        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
-                            f"layers with scores)")
+    _check_options(mode, mask, inputs, model)
     art = read(path)
-    guess = None
-    if mask == AUTO:
-        guess = infer_task(art, inputs)
-        mask = guess.mask
-    elif inputs is not None:
-        raise ArtifactError("inputs= is for mask='auto' (task inference); drop it, or pass mask='auto'")
-    model = build(select(art, mask), mode, fold_bn).to(device).eval()
+    if mask != AUTO:
+        select(art, mask)  # an unknown mask name: the error listing the masks there are
+    if model is None:
+        check_trust(art, trust_code)
+        result = verify(art, skeleton)
+    else:
+        own = own_model(art, model)
+        result = verify(art, lambda view: own, own=True)
+    result.raise_first()  # a problem in any mask refuses the file
+    guess = _infer_task(art, result, inputs) if mask == AUTO else None
+    name = guess.mask if guess is not None else mask or art.header.mask_names[0]
+    finished = finish_load(_fill(result.checked[name]), result.checked[name].view, mode, fold_bn).to(device).eval()
+    if model is not None and not builder(art).trusted:  # saved again, it must not name code nobody trusted
+        recipe = finished.popcli_description["recipe"]
+        finished.popcli_description["recipe"] = replace(recipe, model=replace(recipe.model, arch=NO_BUILDER))
     if guess is not None:
-        model.popcli_task = guess.to_dict()
-    return model
+        finished.popcli_task = guess.to_dict()
+    return finished

@@ -1,10 +1,14 @@
 """``popcli inspect``: what an artifact holds, what it weighs against the dense model and the
-checkpoint, and whether it verifies (every mask decoded, every weight regenerated and checked).
+checkpoint, and whether it verifies.
 
-``inspect(path)`` reads the file (``reader.read``: no model code runs but the architecture's
-structure on the meta device), lists its metadata and per-layer densities with their entropy,
-the sizes and ratios, the other masks of a multi-mask file, and (``verify``) the problems that
-``masks.verify`` finds for every mask. Nothing here prints.
+``inspect(path)`` reads the file (``reader.read``), lists its metadata, the model builder it names
+(``builder``: found without importing anything), per-layer densities with their entropy, the
+sizes and ratios, the other masks of a multi-mask file, and (``verify``) the problems that the
+verification ``popcli.load`` runs (``verification.verify``) finds in every mask. It never imports a
+model's code: the structure is checked on the meta device for popcli's own architectures (and
+names registered in this process) and, with ``trust_code``, for a trusted user's builder;
+otherwise ``structure_checked`` is false and the report shows the recorded builder and
+package instead. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from .. import codecs, rng
 from ..methods import store as method_store
 from . import multimask
 from .container import FORMAT_NAME, MASKS, STATE, Artifact
-from .masks import verify as verify_masks
 from .reader import read
+from .structure import builder, skeleton
+from .verification import verify as verify_all
 
 
 def _dense_fp32_bytes(art: Artifact) -> int:
@@ -44,9 +49,10 @@ def _signs(art: Artifact, report: dict[str, Any]) -> None:
                                                  + codecs.entropy_bits(inverted, kept)) / masked if kept else 0.0
 
 
-def inspect(source: str | Path | Artifact, *, verify: bool = True) -> dict[str, Any]:
+def inspect(source: str | Path | Artifact, *, verify: bool = True, trust_code: bool = False) -> dict[str, Any]:
     """Metadata, per-layer table, sizes and ratios, and (``verify``) the problems found, of an
-    artifact file (or of one already read)."""
+    artifact file (or of one already read). ``trust_code``: also check the structure of a user's
+    model by importing its builder (what ``popcli export`` does for a model it just built)."""
     art = source if isinstance(source, Artifact) else read(source)
     header = art.header
     layers = [{"name": r.name, "shape": list(r.shape), "weights": r.numel, "kept": r.kept, "density": r.kept / r.numel,
@@ -77,7 +83,11 @@ def inspect(source: str | Path | Artifact, *, verify: bool = True) -> dict[str, 
         _signs(art, report)
     if len(header.mask_names) > 1:  # a multi-mask file: the other masks, with their own bytes
         report["masks"] = multimask.sizes(art)
-    if verify:
-        report["problems"] = [p for name in header.mask_names for p in verify_masks(multimask.select(art, name))]
-        report["verified"] = not report["problems"]
+    info = builder(art)
+    report["builder"] = info.to_json()
+    if verify:  # build the structure only where nothing is imported, or the caller trusts the code
+        allowed = info.imported or info.kind == "unknown" or (trust_code and info.kind != "none")
+        result = verify_all(art, skeleton if allowed else None)
+        report["problems"], report["verified"] = result.problems, not result.problems
+        report["structure_checked"] = result.structure
     return report

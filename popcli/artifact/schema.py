@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,13 @@ from ..errors import ArtifactError, PopcliError
 from ..models import init_density
 from ..nn import kept_count
 from ..recipe import Recipe, from_dict
-from ..storage.strict_json import loads as strict_json
+from ..storage.strict_json import MAX_TEXT, printable, loads as strict_json
 
 # Recipe keys that decide which model the file holds: a file must state each one itself (not
 # leave it to this popcli's defaults, which may differ from the writer's).
 MODEL_KEYS = ("seed", "model.arch", "model.init", "model.width", "model.hidden", "model.batchnorm", "search.method",
               "search.density", "search.global_topk", "search.dense_first", "search.dense_last", "data.dataset")
 MAX_DIM = 1 << 31  # a weight dimension or image side larger than this is not a model popcli built
-MAX_TEXT = 256  # characters in a name or version shown by `popcli inspect`
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METRIC_RANGES = {"test_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, math.inf),
@@ -99,25 +97,22 @@ def json_entry(path: Path, meta: dict[str, str], key: str, kind: type) -> Any:
         value = strict_json(meta[key])
     except (ValueError, RecursionError):
         raise bad(path, key, "is not valid JSON") from None
-    if not isinstance(value, kind):
-        raise bad(path, key, f"is a JSON {type(value).__name__}, expected a JSON {kind.__name__}")
-    return value
+    return kind_check(path, key, value, kind)
 
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _count(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
+def count(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
     if not is_int(value) or not lo <= value <= hi:
         raise bad(path, key, f"holds {str(value)[:40]!r}, expected an integer in [{lo}, {hi}]")
     return value
 
 
 def safe_text(value: Any) -> bool:
-    """A short string without control characters (it is shown in terminals)."""
-    return (isinstance(value, str) and len(value) <= MAX_TEXT
-            and not any(unicodedata.category(c) in ("Cc", "Cf") for c in value))
+    """A short string without control characters (it is shown in terminals): ``strict_json.printable``."""
+    return printable(value, MAX_TEXT)
 
 
 def _decimal(path: Path, meta: dict[str, str], key: str) -> int:
@@ -130,24 +125,25 @@ def _decimal(path: Path, meta: dict[str, str], key: str) -> int:
 # --------------------------------------------------------------------------- entries
 
 
-def _recipe(path: Path, meta: dict[str, str], version: int) -> Recipe:
-    """The resolved recipe; version 2 stores its seed as a decimal string (exact in any JSON parser)."""
-    raw = json_entry(path, meta, "recipe", dict)
+def parse_recipe(path: Path, raw: dict[str, Any], version: int, key: str = "recipe") -> Recipe:
+    """A resolved recipe (metadata ``recipe``, or a mask's ``mask.NAME.recipe``): every model key
+    stated; version 2 and later store its seed as a decimal string (exact in any JSON parser)."""
     if version >= 2:
         if not isinstance(raw.get("seed"), str) or not _DECIMAL.fullmatch(raw["seed"]):
-            raise bad(path, "recipe", "has no seed as a decimal string (format version 2 stores it so)")
+            raise bad(path, key, "has no seed as a decimal string (format version 2 stores it so)")
         raw = {**raw, "seed": int(raw["seed"])}
     elif not is_int(raw.get("seed")):
-        raise bad(path, "recipe", "has no integer seed")
+        raise bad(path, key, "has no integer seed")
     for dotted in MODEL_KEYS:
-        section, _, key = dotted.partition(".")
-        holder = raw.get(section) if key else raw
-        if not isinstance(holder, dict) or (key or section) not in holder:
-            raise bad(path, "recipe", f"does not state {dotted}, which decides the model")
+        section, _, name = dotted.partition(".")
+        holder = raw.get(section) if name else raw
+        if not isinstance(holder, dict) or (name or section) not in holder:
+            raise bad(path, key, f"does not state {dotted}, which decides the model")
     try:
         return from_dict(raw)
     except PopcliError as err:
-        raise ArtifactError(f"{path}: its recipe is invalid for this popcli ({err})") from None
+        where = "its recipe" if key == "recipe" else f"metadata {key!r}"
+        raise ArtifactError(f"{path}: {where} is invalid for this popcli ({err})") from None
 
 
 def _copies(path: Path, meta: dict[str, str], recipe: Recipe) -> None:
@@ -173,13 +169,21 @@ def _data(path: Path, meta: dict[str, str], recipe: Recipe) -> dict[str, Any]:
     if not isinstance(shape, list) or len(shape) != 3:
         raise bad(path, "data", f"has shape {str(shape)[:40]}, expected [C, H, W]")
     for i, side in enumerate(shape):
-        _count(path, f"data.shape[{i}]", side, 1, 1 << 16)
-    _count(path, "data.num_classes", classes, 1, 1 << 24)
-    cfg = recipe.data  # synthetic data is the one case where the recipe itself fixes the shape (a copy)
-    if cfg.dataset == "synthetic" and (shape, classes) != (list(cfg.shape), cfg.num_classes):
-        raise bad(path, "data", f"says shape {shape} and {classes} classes, but its recipe's synthetic data has "
-                                 f"{list(cfg.shape)} and {cfg.num_classes}")
+        count(path, f"data.shape[{i}]", side, 1, 1 << 16)
+    count(path, "data.num_classes", classes, 1, 1 << 24)
+    check_recipe_data(path, "data", recipe, data)
     return data
+
+
+def check_recipe_data(path: Path, key: str, recipe: Recipe, data: dict[str, Any]) -> None:
+    """Synthetic data is the one case where a recipe itself fixes the input (a copy of ``data``)."""
+    cfg, shape, classes = recipe.data, data["shape"], data["num_classes"]
+    if cfg.dataset == "synthetic" and (list(shape), classes) != (list(cfg.shape), cfg.num_classes):
+        if key == "data":
+            raise bad(path, key, f"says shape {list(shape)} and {classes} classes, but the recipe's synthetic data has "
+                                  f"{list(cfg.shape)} and {cfg.num_classes}")
+        raise bad(path, key, f"has synthetic data of shape {list(cfg.shape)} and {cfg.num_classes} classes, but "
+                              f"'data' says {list(shape)} and {classes}")
 
 
 def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
@@ -193,8 +197,8 @@ def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
             raise bad(path, f"{where}.name", "is not a layer name")
         if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
             raise bad(path, f"{where}.shape", f"is {str(shape)[:40]}, expected a list of sizes")
-        dims = tuple(_count(path, f"{where}.shape", d, 1, MAX_DIM) for d in shape)
-        record = LayerRecord(name, dims, _count(path, f"{where}.kept", kept, 0, math.prod(dims)), str(digest))
+        dims = tuple(count(path, f"{where}.shape", d, 1, MAX_DIM) for d in shape)
+        record = LayerRecord(name, dims, count(path, f"{where}.kept", kept, 0, math.prod(dims)), str(digest))
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise bad(path, f"{where}.sha256", "is not 64 lowercase hex digits")
         records.append(record)
@@ -203,7 +207,8 @@ def _layers(path: Path, meta: dict[str, str]) -> list[LayerRecord]:
     return records
 
 
-def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord], metrics: dict[str, Any]) -> None:
+def check_kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord], metrics: dict[str, Any],
+                      key: str = "layers") -> None:
     """Edge-popup keeps exactly ``kept_count(n, density)`` of each layer (global top-k: of all
     layers together), so the recipe's density and the records' kept counts must agree; an
     annealed run stopped early keeps its ``metrics.density_reached`` instead."""
@@ -218,20 +223,24 @@ def _kept_counts(path: Path, recipe: Recipe, layers: list[LayerRecord], metrics:
         if kept != want:
             where = "all layers" if len(group) > 1 else f"layer {group[0].name!r}"
             which = "the recipe's density" if density == recipe.search.density else "metrics.density_reached"
-            raise bad(path, "layers", f"keeps {kept} weights of {where}, but edge-popup at {which} {density!r} "
-                                       f"keeps {want}")
+            raise bad(path, key, f"keeps {kept} weights of {where}, but edge-popup at {which} {density!r} keeps {want}")
 
 
-def _metrics(path: Path, meta: dict[str, str]) -> dict[str, Any]:
-    if "metrics" not in meta:
-        return {}
-    metrics = json_entry(path, meta, "metrics", dict)
-    for key, (lo, hi) in _METRIC_RANGES.items():
-        value = metrics.get(key)
+def check_metrics(path: Path, metrics: dict[str, Any], key: str = "metrics") -> dict[str, Any]:
+    """``metrics`` (parsed, a JSON object) with every known key a number in its range, or null."""
+    for name, (lo, hi) in _METRIC_RANGES.items():
+        value = metrics.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not lo <= value <= hi):
-            raise bad(path, f"metrics.{key}", f"is {str(value)[:40]!r}, expected a number in [{lo}, {hi}] or null")
+            raise bad(path, f"{key}.{name}", f"is {str(value)[:40]!r}, expected a number in [{lo}, {hi}] or null")
     return metrics
+
+
+def kind_check(path: Path, key: str, value: Any, kind: type) -> Any:
+    """``value`` (parsed JSON) if it is a JSON ``kind``, else the one-line error ``json_entry`` gives."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad(path, key, f"is a JSON {type(value).__name__}, expected a JSON {kind.__name__}")
+    return value
 
 
 def parse(path: Path, meta: dict[str, str], version: int) -> Required:
@@ -244,12 +253,12 @@ def parse(path: Path, meta: dict[str, str], version: int) -> Required:
                             f"{', '.join(CODECS)}); upgrade popcli")
     if not _HEX64.fullmatch(meta.get("content_sha256", "")):
         raise bad(path, "content_sha256", "is not 64 lowercase hex digits")
-    recipe = _recipe(path, meta, version)
+    recipe = parse_recipe(path, json_entry(path, meta, "recipe", dict), version)
     _copies(path, meta, recipe)
     checkpoint = _decimal(path, meta, "checkpoint_bytes") if "checkpoint_bytes" in meta else None
     layers = _layers(path, meta)
-    metrics = _metrics(path, meta)
-    _kept_counts(path, recipe, layers, metrics)
+    metrics = check_metrics(path, json_entry(path, meta, "metrics", dict)) if "metrics" in meta else {}
+    check_kept_counts(path, recipe, layers, metrics)
     return Required(recipe, _data(path, meta, recipe), layers, metrics, checkpoint, meta["mask_codec"],
                     meta["content_sha256"], meta.get("popcli_version"), meta.get("torch_version"))
 

@@ -28,6 +28,7 @@ def export(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for the ONNX parity check."),
     parity_samples: int = typer.Option(1000, "--parity-samples", help="Test images for the ONNX parity check."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Import the model code the file names when it is not popcli's own or an installed entry point (only for files you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Ship a found subnetwork: seed + bit-packed masks (safetensors) and/or a verified ONNX graph."""
@@ -35,7 +36,8 @@ def export(
 
     with spinner("exporting and verifying...", quiet=as_json):
         report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
-                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks)
+                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks,
+                            trust_code=trust_code)
     if as_json:
         print_json(report)
     else:
@@ -55,7 +57,8 @@ def inspect(
     artifact: Path = typer.Argument(..., metavar="FILE", help="An artifact written by popcli export."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
-    """Show an artifact's metadata, per-layer densities and sizes, and verify it (exit 1 if it fails)."""
+    """Show an artifact's metadata, per-layer densities and sizes, and verify it (exit 1 if it fails).
+    It never imports model code: a user's model shows its recorded builder and package."""
     from ..artifact import inspect as run_inspect
 
     report = run_inspect(artifact)
@@ -82,6 +85,7 @@ def eval_command(
     int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data), "
                                        "or auto: infer each batch's task from its images (SupSup), per --batch-sizes."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Import the model code the file names when it is not popcli's own or an installed entry point (only for files you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
@@ -104,7 +108,8 @@ def eval_command(
 
     try:
         report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
-                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask)
+                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask,
+                          trust_code=trust_code)
     finally:
         progress.stop()
     if as_json:

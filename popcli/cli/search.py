@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -14,8 +15,10 @@ from .app import StopFlag, app, err_console, guard, option_overrides, out_consol
 
 
 def _default_run_dir(recipe) -> Path:
+    """runs/<arch>-<dataset>-<method>-d<density>-s<seed>: one folder under runs/, whatever the names hold."""
     r = recipe
-    return Path("runs") / f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    name = f"{r.model.arch.replace(':', '.')}-{r.data.dataset}-{r.search.method}-d{r.search.density:g}-s{r.seed}"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")
 
 
 @app.command(epilog=examples.SEARCH)
@@ -33,6 +36,7 @@ def search(
     show: bool = typer.Option(False, "--show-recipe", help="Print the resolved recipe (every key, type, range, default) and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="--resume: import the model code the run folder's recipe names when it is not popcli's own or an installed entry point."),
 ) -> None:
     """Search a subnetwork: train one score per frozen random weight, keep the top-k per layer."""
     from .. import recipe as recipes
@@ -49,6 +53,11 @@ def search(
                            f"popcli search --out {out}")
         recipe_path = out / "recipe.yaml"
     recipe = recipes.load(recipe_path, overrides)
+    if resume and recipe_path == (out / "recipe.yaml" if out else None) and \
+            not any(o.replace(" ", "").startswith("model.arch=") for o in overrides):
+        from ..models import trust  # a run folder may come from elsewhere: its recipe follows the file rule
+
+        trust.check_recipe(recipe, trust_code=trust_code, source=str(recipe_path))
     if show:
         from .catalog import show_recipe
 

@@ -51,12 +51,15 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     acc = report["metrics"].get("test_acc")
     rows = [
         ("format / generator", f"{report['format']} / {report['generator']}"),
-        ("model", f"{report['arch']} ({report['method']}, {report['init']}, seed {report['seed']})"),
+        ("model", f"{report['arch'] or '(no builder)'} ({report['method']}, {report['init']}, seed {report['seed']})"),
         ("kept", f"{report['kept_weights']:,} of {report['masked_weights']:,} masked weights "
                  f"({report['kept_weights'] / max(1, report['masked_weights']):.1%}; recipe density {report['density']:g})"),
         ("search result", f"test accuracy {acc:.2%}" if isinstance(acc, (int, float)) else "not recorded"),
         ("written by", f"popcli {report['popcli_version']}, torch {report['torch_version']}"),
     ]
+    code = _builder_row(report.get("builder"))
+    if code:
+        rows.insert(2, ("model code", code))
     for key, value in rows:
         about.add_row(key, escape(value))
     layers = Table("layer", "shape", "kept", "density", "entropy bits/weight", title="masked layers",
@@ -84,9 +87,29 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def _builder_row(info: dict[str, Any] | None) -> str:
+    """Where a user's model's code lives, as the file records it (inspect imports none of it)."""
+    if not info or info["kind"] == "popcli":
+        return ""
+    where = f"{info['target']}" if info.get("target") and info["target"] != info["arch"] else ""
+    package = f", package {info['package']} {info.get('version') or ''}".rstrip() if info.get("package") else ""
+    return {"none": "none recorded: load it into your own module, popcli.load(path, model=...)",
+            "registered": f"registered in this process: {where}{package}",
+            "built": f"import path {info['arch']!r}{package} (already imported by this process)",
+            "entry_point": f"entry point {info['arch']!r} -> {where}{package} (installed)",
+            "import": f"import path {info['arch']!r}{package} (not imported; loading needs --trust-code)",
+            "package": f"{info['arch']!r} registered by {where}{package} (not imported; loading needs --trust-code)",
+            }.get(info["kind"], f"{info['arch']!r}: not popcli's, no package recorded")
+
+
 def print_verification(console: Console, report: dict[str, Any]) -> None:
-    if report.get("verified"):
-        console.print("verified: masks decode, kept counts and weight checksums match", highlight=False)
+    if report.get("verified") and report.get("structure_checked", True):
+        console.print("verified: masks decode, kept counts, weight checksums, method state and the model's structure "
+                      "match", highlight=False)
+    elif report.get("verified"):
+        console.print("verified: masks decode, kept counts, weight checksums and method state match; the model's "
+                      "structure was not checked (inspect does not import model code; popcli.load checks it)",
+                      highlight=False)
     for problem in report.get("problems", []):
         console.print(f"[red]problem:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
 

@@ -5,8 +5,11 @@ Layout (``data.data_dir``): ``train/<class>/*`` and ``val/<class>/*`` (``test/``
 the test split (drawn from ``torch_generator(seed, "imagefolder_split", class)``). Class names
 are the sorted folder names, as torchvision's ImageFolder; train and val must have the same.
 
-Every image is decoded with PIL, resized so that its shorter side is ``data.image_size`` and
-center-cropped to a square (bilinear, antialiased), and kept as uint8 [N, C, S, S]: C = 1 when
+Class names (the folder names) must be printable text (``check_class_names``: refused before the
+search starts). Every image is opened by ``open_image`` (hostile files: decompression bombs,
+extreme aspect ratios, undecodable data are one DataError each), resized so that its shorter
+side is ``data.image_size`` and center-cropped to a square (bilinear, antialiased), and kept as
+uint8 [N, C, S, S]: C = 1 when
 every training image is grayscale, else 3 (RGB). Normalization is ``data.mean``/``data.std``
 when given, else the per-channel mean/std of the training split's pixels in [0, 1]. The splits
 then go through the in-memory ``TensorLoader`` (exact resume; augmentation: random crop with
@@ -15,7 +18,10 @@ S/8 padding + horizontal flip unless ``data.augment: false``). Nothing here prin
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,9 +29,28 @@ import torch
 from ..errors import DataError
 from ..recipe import DataConfig
 from ..rng import torch_generator
+from ..storage.strict_json import printable
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+MAX_ASPECT = 64  # an image whose long side is more than this many times its short side is refused
+
+
+def check_class_names(folder: Path, names: list[str]) -> None:
+    """Class names come from folder names and end up in the artifact, the ONNX metadata and the
+    terminal: each must be printable text (``strict_json.printable``: valid UTF-8, no newline, no
+    ANSI escape, at most 256 characters), refused here, before the search starts."""
+    for name in names:
+        if not printable(name):
+            raise DataError(f"{_escaped(folder)}: class folder '{_escaped(name)[:80]}' is not a usable class name (it "
+                            f"must be valid UTF-8 without control characters such as newlines or escapes, at most 256 "
+                            f"characters); rename the folder")
+
+
+def _escaped(text) -> str:
+    """``text`` for one line of a message: bytes that were not UTF-8 as \\xNN, control characters escaped."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c if c.isprintable() or c == " "
+                   else repr(c)[1:-1] for c in str(text))
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:
@@ -38,6 +63,7 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
         files = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
         if files:
             classes[sub.name] = files
+    check_class_names(folder, list(classes))
     if len(classes) < 2:
         raise DataError(f"{folder}: found {len(classes)} class folder(s) with images ({', '.join(EXTENSIONS[:3])}, ...); "
                         f"an image folder needs one sub-folder per class, at least two")
@@ -76,37 +102,56 @@ def _samples(classes: dict[str, list[Path]], names: list[str]) -> list[tuple[Pat
     return [(path, label) for label, name in enumerate(names) for path in classes[name]]
 
 
-def _is_gray(path: Path) -> bool:
-    """Whether an image has one channel (a palette image counts when its colors are all gray)."""
+@contextmanager
+def open_image(path: Path) -> Iterator:
+    """``PIL.Image.open(path)`` for an image of a data folder, whatever the folder holds: more pixels
+    than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, about 89 million) and sides
+    more than ``MAX_ASPECT`` apart (a resize to the model's input would need gigabytes) are
+    refused, and an undecodable or oversized file is a DataError naming it, never a traceback."""
     from PIL import Image
 
+    fix = "delete or replace the file"
     try:
-        with Image.open(path) as img:
-            if img.mode == "P":
-                rgb = np.asarray(img.convert("RGB"))
-                return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-            return img.mode in GRAY_MODES
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+                    raise DataError(f"{path}: the image is {w}x{h}, its sides more than {MAX_ASPECT} times apart; "
+                                    f"crop it or {fix}")
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path}: the image has more pixels than PIL decodes safely ({Image.MAX_IMAGE_PIXELS:,}); "
+                        f"downscale it or {fix}") from None
+    except MemoryError:
+        raise DataError(f"{path}: the image does not fit in memory; downscale it or {fix}") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); delete or replace the file") from None
+        raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); {fix}") from None
+
+
+def _is_gray(path: Path) -> bool:
+    """Whether an image has one channel (a palette image counts when its colors are all gray)."""
+    with open_image(path) as img:
+        if img.mode == "P":
+            rgb = np.asarray(img.convert("RGB"))
+            return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        return img.mode in GRAY_MODES
 
 
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
     """One image -> uint8 [C, size, size]: shorter side resized to ``size``, center crop."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            w, h = img.size
-            scale = size / min(w, h)
-            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-            if (new_w, new_h) != (w, h):
-                img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
-            left, top = (new_w - size) // 2, (new_h - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); delete or replace the file") from None
+    with open_image(path) as img:
+        img = img.convert(mode)
+        w, h = img.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        array = np.asarray(img, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 

@@ -22,6 +22,7 @@ from ..errors import DataError
 from ..rng import torch_generator
 from .facts import FACTS
 from .base import Loader
+from .imagefolder import check_class_names, open_image
 
 MEAN, STD = FACTS["imagenet"].mean, FACTS["imagenet"].std
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop defaults
@@ -59,10 +60,8 @@ class SeededImages(Dataset):
     def __getitem__(self, key: tuple[int, tuple | None]) -> tuple[torch.Tensor, int]:
         index, draw = key
         path, label = self.folder.samples[self.indices[index]]
-        try:
-            img = self.folder.loader(path).convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DataError(f"{path}: cannot decode image ({err.__class__.__name__}); delete or replace the file") from None
+        with open_image(Path(path)) as opened:  # decompression bombs, extreme shapes: one DataError
+            img = opened.convert("RGB")
         if draw is None:
             img = TF.center_crop(TF.resize(img, self.size * 256 // 224), self.size)
         else:
@@ -76,9 +75,11 @@ class SeededImages(Dataset):
 
 def image_folder(path: Path) -> ImageFolder:
     try:
-        return ImageFolder(str(path))
+        folder = ImageFolder(str(path))
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"{path}: not an image-class folder tree ({err}); it needs one sub-folder of images per class") from None
+    check_class_names(path, folder.classes)  # before the search starts, not when an export writes them
+    return folder
 
 
 class ImageFolderLoader(Loader):

@@ -82,13 +82,14 @@ class _Source:
     int8: bool = False  # an ONNX file written by --int8
 
 
-def _open(path: Path, mask: str | None = None) -> _Source:
+def _open(path: Path, mask: str | None = None, trust_code: bool = False) -> _Source:
     if not path.is_file():
         raise EvalError(f"{str(path)!r} not found; pass an artifact (.safetensors) or an ONNX file from popcli export")
     if artifact.is_safetensors(path):
         art = artifact.select(artifact.read(path), mask)  # one named mask of a multi-mask file (None: its first)
         return _Source("artifact", art.recipe, tuple(int(d) for d in art.data_info["shape"]),
-                       art.header.metrics.get("test_acc"), artifact.load(path, mask=mask, mode="search"),
+                       art.header.metrics.get("test_acc"),
+                       artifact.load(path, mask=mask, mode="search", trust_code=trust_code),
                        art.header.content_sha256)
     if mask is not None:
         raise EvalError(f"--mask {mask!r} selects a mask of a multi-mask artifact; {path} is not an artifact")
@@ -149,10 +150,12 @@ def _check_options(sizes: str, limit: int | None, provider: str) -> list[int]:
 
 def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | None = None, limit: int | None = None,
              batch_sizes: str = "1,64", threads: int | None = None, provider: str = "CPUExecutionProvider",
-             int8: bool = False, on_event: EventHandler | None = None, mask: str | None = None) -> dict[str, Any]:
+             int8: bool = False, on_event: EventHandler | None = None, mask: str | None = None,
+             trust_code: bool = False) -> dict[str, Any]:
     """Accuracy and latency report of an artifact or popcli ONNX file (see the module docstring);
     ``mask``: one named mask of a multi-mask artifact (its own recipe, so its own data), or
-    ``"auto"``: task inference over all masks at each batch size (``task_eval``)."""
+    ``"auto"``: task inference over all masks at each batch size (``task_eval``); ``trust_code``:
+    build an artifact whose builder is not popcli's own or an installed entry point (``models.trust``)."""
     on_event = on_event or (lambda kind, info: None)
     sizes = _check_options(batch_sizes, limit, provider)
     threads = threads or torch.get_num_threads()
@@ -163,8 +166,8 @@ def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | 
         if not (Path(source).is_file() and artifact.is_safetensors(Path(source))):
             raise EvalError(f"--mask auto infers tasks over the masks of a multi-mask artifact; {source} is not one")
         return evaluate_tasks(source, batch_sizes=sizes, limit=limit, data_dir=data_dir, threads=threads,
-                              on_event=on_event)
-    src = _open(Path(source), mask)
+                              on_event=on_event, trust_code=trust_code)
+    src = _open(Path(source), mask, trust_code)
     if int8 and src.kind != "artifact":
         raise EvalOptionError("--int8 quantizes an artifact; to measure an int8 ONNX file, pass the .int8.onnx file itself")
     if dataset:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from .. import artifact
-from ..artifact.rebuild import build
+from ..artifact.rebuild import mask_models
 from ..artifact.tasks import TaskMixture
 from ..data.sample import real_inputs
 from ..measure import count_correct, latency, machine
@@ -49,12 +49,12 @@ def task_accuracy(mixture: TaskMixture, models: dict[str, torch.nn.Module], name
 
 def evaluate_tasks(source: str | Path, *, batch_sizes: list[int], limit: int | None = None,
                    data_dir: str | None = None, threads: int = 1,
-                   on_event: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
+                   on_event: Callable[[str, dict], None] | None = None, trust_code: bool = False) -> dict[str, Any]:
     """The ``--mask auto`` report of the artifact ``source`` (see the module docstring)."""
     on_event = on_event or (lambda kind, info: None)
     art = artifact.read(source)
     views = {name: artifact.select(art, name) for name in art.header.mask_names}
-    models = {name: build(view, "infer", fold_bn=False).eval() for name, view in views.items()}
+    models = mask_models(art, trust_code=trust_code)
     mixture = TaskMixture(models)
     rows, data = [], {}
     for name, view in views.items():

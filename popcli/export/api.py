@@ -26,11 +26,13 @@ from .run import check_codec, find_checkpoint, model_from_checkpoint, write_arti
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
            data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
-           inputs: torch.Tensor | None = None) -> dict[str, Any]:
+           inputs: torch.Tensor | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
     checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
     ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
-    ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set."""
+    ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set.
+    ``trust_code``: build a model whose builder the run or artifact names even when it is not
+    popcli's own or an installed entry point (``models.trust``)."""
     from ..deploy.onnx_file import export_onnx, file_sha256  # onnx, onnxruntime: only when asked
 
     if masks:
@@ -39,7 +41,8 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         if source is not None or onnx is not None or out is None:
             raise ArtifactError("--mask NAME=RUN builds one multi-mask artifact: pass -o FILE and no run or --onnx "
                                 "(export ONNX per mask from single runs)")
-        return artifact.inspect(write_bundle(masks, out, codec=codec, force=force))
+        return artifact.inspect(write_bundle(masks, out, codec=codec, force=force, trust_code=trust_code),
+                                trust_code=True)  # the runs' builder was built (trusted) to write it
     if source is None:
         raise ArtifactError("nothing to export: pass a run folder, a checkpoint or an artifact (or --mask NAME=RUN)")
 
@@ -65,16 +68,17 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         if out is not None:
             raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
         art = artifact.read(source)
-        model, recipe, report = artifact.load(source, mode="search"), art.recipe, {"source": str(source)}
+        model = artifact.load(source, mode="search", trust_code=trust_code)
+        recipe, report = art.recipe, {"source": str(source)}
         info = model.popcli_description["data_info"]  # with the preprocessing the file records
         source_sha = art.header.content_sha256
     else:
         ckpt = find_checkpoint(source)
         if out is not None:
-            model, recipe, info, report = write_artifact(ckpt, out, codec, force)
+            model, recipe, info, report = write_artifact(ckpt, out, codec, force, trust_code)
             source_sha = report["content_sha256"]
         else:
-            (model, recipe, info, _), report = model_from_checkpoint(ckpt), {"source": str(ckpt)}
+            (model, recipe, info, _), report = model_from_checkpoint(ckpt, trust_code), {"source": str(ckpt)}
             source_sha = file_sha256(ckpt)
     if onnx is not None:
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,

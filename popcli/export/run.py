@@ -2,9 +2,10 @@
 
 ``find_checkpoint(source)`` is a run folder's last.pt (or a checkpoint given as such);
 ``model_from_checkpoint(path)`` rebuilds the model the search had (scores, stored tensors) with
-its recipe, data description and metrics; ``write_artifact`` writes it with ``artifact.save``
-(the run's final figures from summary.json when they belong to that checkpoint) and returns the
-written file's ``inspect`` report; ``export_run`` is that for ``popcli export RUN -o OUT``.
+its recipe, data description and metrics, once the trust rule allows the builder its recipe
+names (``models.trust``: a run folder may come from elsewhere; ``trust_code`` opts in);
+``write_artifact`` writes it with ``artifact.save`` (the run's final figures from summary.json
+when they belong to that checkpoint) and returns the written file's ``inspect`` report; ``export_run`` is that for ``popcli export RUN -o OUT``.
 Nothing here prints.
 """
 
@@ -20,7 +21,7 @@ from .. import artifact, codecs
 from ..data.facts import fixed_input
 from ..errors import RunError, UsageError
 from ..methods.schedule import set_density
-from ..models import build_model, input_size
+from ..models import build_model, input_size, trust
 from ..recipe import Recipe, from_dict
 from ..storage.checkpoint import load_checkpoint
 
@@ -49,11 +50,17 @@ def _data_info(state: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     raise RunError("this checkpoint does not record its input shape; re-run the search with this popcli version")
 
 
-def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str, Any], dict[str, Any]]:
-    """(model in eval mode with the checkpoint's scores/weights, recipe, data info, metrics)."""
+def model_from_checkpoint(path: Path, trust_code: bool = False) -> tuple[torch.nn.Module, Recipe, dict[str, Any],
+                                                                         dict[str, Any]]:
+    """(model in eval mode with the checkpoint's scores/weights, recipe, data info, metrics);
+    UntrustedCodeError when its recipe names a builder that needs ``trust_code``."""
     state = load_checkpoint(path)
     try:
         recipe = from_dict(state["recipe"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise RunError(f"{path} does not hold a valid recipe ({str(err).splitlines()[0][:160]})") from None
+    trust.check_recipe(recipe, trust_code=trust_code, source=str(path))
+    try:
         info = _data_info(state, recipe)
         model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=input_size(info["shape"]),
                             num_classes=info["num_classes"], seed=recipe.seed)
@@ -69,9 +76,10 @@ def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe, dict[str
     return model.eval(), recipe, info, metrics
 
 
-def write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[torch.nn.Module, Recipe, dict, dict]:
+def write_artifact(ckpt: Path, out: Path, codec: str, force: bool,
+                   trust_code: bool = False) -> tuple[torch.nn.Module, Recipe, dict, dict]:
     """Rebuild the searched model from ``ckpt`` and write its artifact; (model, recipe, data info, report)."""
-    model, recipe, info, metrics = model_from_checkpoint(ckpt)
+    model, recipe, info, metrics = model_from_checkpoint(ckpt, trust_code)
     summary = ckpt.parent / "summary.json"
     if ckpt.name == "last.pt" and summary.is_file():  # the run's final figures, when they belong to last.pt
         try:
@@ -81,7 +89,7 @@ def write_artifact(ckpt: Path, out: Path, codec: str, force: bool) -> tuple[torc
             pass
     written = artifact.save(model, out, recipe=recipe, data_info=info, metrics=metrics, codec=codec, force=force,
                             checkpoint_bytes=ckpt.stat().st_size)
-    return model, recipe, info, artifact.inspect(written)
+    return model, recipe, info, artifact.inspect(written, trust_code=True)  # its builder was just built here
 
 
 def check_codec(codec: str) -> None:
@@ -89,9 +97,10 @@ def check_codec(codec: str) -> None:
         raise UsageError(f"unknown codec {codec!r}; choose auto or one of: {', '.join(codecs.CODECS)}")
 
 
-def export_run(source: Path, out: Path, codec: str, force: bool) -> tuple[torch.nn.Module, Recipe, dict, dict]:
+def export_run(source: Path, out: Path, codec: str, force: bool,
+               trust_code: bool = False) -> tuple[torch.nn.Module, Recipe, dict, dict]:
     """``popcli export RUN -o OUT``: the artifact of a run folder or checkpoint (not of an artifact)."""
     check_codec(codec)
     if artifact.is_safetensors(source):
         raise UsageError(f"{source} is already an artifact: drop -o (or export from its run folder)")
-    return write_artifact(find_checkpoint(source), out, codec, force)
+    return write_artifact(find_checkpoint(source), out, codec, force, trust_code)

@@ -1,9 +1,10 @@
 """What an artifact stores for a method beyond the kept-mask (docs/FORMAT.md, "Method state").
 
 ``encode(model, method, codec)`` -> (tensors, metadata) to add to the artifact;
-``restore(path, model, method, tensors, method_state)`` applies them to a loaded model (its subnet
-layers already hold their kept-masks; ``method_state``: the parsed ``method_state`` entry) and
-checks them. Edge-popup, supermask: nothing.
+``check(path, method, tensors, method_state, weights, masks)`` checks them against the
+regenerated weights and decoded masks without a model (what ``popcli inspect`` and
+``popcli.load`` both run) and ``apply(model, flips)`` gives a loaded model its signs.
+Edge-popup, supermask: nothing.
 
 - biprop: metadata ``method_state`` = {"alpha": [float, per masked layer]}: the float32 alpha of
   each layer, recomputed on load from the regenerated weights and the mask and compared exactly.
@@ -63,36 +64,47 @@ def _state(path, method_state: dict | None, n_layers: int, key: str) -> list:
     return values
 
 
-def restore(path, model, method: str, tensors: dict[str, np.ndarray], method_state: dict | None) -> None:
-    """Apply (signed) and check (biprop) the method state of a loaded model; ArtifactError if wrong."""
-    layers = _layers(model)
+def check(path, method: str, tensors: dict[str, np.ndarray], method_state: dict | None,
+          weights: list[torch.Tensor], masks: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Check one mask's method state against its regenerated ``weights`` and decoded ``masks`` (bool
+    [numel] per masked layer), needing no model: biprop's alphas recomputed and compared exactly,
+    signed supermask's sign stream decoded and counted; ArtifactError if anything is wrong. The
+    signed supermask's inverted bits per layer (bool [kept]), else None."""
     if method == "biprop":
-        for layer, recorded in zip(layers, _state(path, method_state, len(layers), "alpha")):
-            found = biprop.alpha(layer.weight, layer.mask())
-            if not isinstance(recorded, (int, float)) or found != recorded:
-                raise ArtifactError(f"{path}: biprop alpha of a layer is {found!r} from the seed and mask, the file "
-                                    f"records {recorded!r}; the file is corrupt or its generator differs")
-    elif method == "signed-supermask":
-        inverted = _state(path, method_state, len(layers), "inverted")
-        if SIGNS not in tensors:
-            raise ArtifactError(f"{path}: no {SIGNS!r} tensor: a signed-supermask artifact needs its signs (corrupt)")
-        kept = [int(layer.mask().sum()) for layer in layers]
-        try:
-            bits, ones = codecs.decode(tensors[SIGNS], kept, [int(i) for i in inverted],
-                                       method_state.get("sign_codec", ""))
-        except (codecs.CodecError, TypeError, ValueError) as err:
-            raise ArtifactError(f"{path}: signs: {err}") from None
-        if ones != [int(i) for i in inverted]:
-            raise ArtifactError(f"{path}: the sign stream inverts {sum(ones)} weights, the metadata says "
-                                f"{sum(int(i) for i in inverted)} (corrupt artifact)")
-        for layer, part in zip(layers, np.split(bits, np.cumsum(kept)[:-1]) if kept else []):
-            flipped = torch.zeros(layer.weight.numel(), dtype=torch.bool)
-            flipped[layer.mask().reshape(-1).cpu()] = torch.from_numpy(part.copy())
-            layer.rule.flipped = flipped.view(layer.weight.shape)
-    elif SIGNS in tensors or method_state is not None:
-        raise ArtifactError(f"{path}: method state for another method in a {method} artifact (corrupt artifact)")
+        for i, recorded in enumerate(_state(path, method_state, len(weights), "alpha")):
+            found = biprop.alpha(weights[i], torch.from_numpy(masks[i]))
+            if not isinstance(recorded, (int, float)) or isinstance(recorded, bool) or found != recorded:
+                raise ArtifactError(f"{path}: biprop alpha of masked layer {i} is {found!r} from the seed and mask, the "
+                                    f"file records {recorded!r}; the file is corrupt or its generator differs")
+        return None
+    if method != "signed-supermask":
+        if SIGNS in tensors or method_state is not None:
+            raise ArtifactError(f"{path}: method state for another method in a {method} artifact (corrupt artifact)")
+        return None
+    inverted = [int(i) for i in _state(path, method_state, len(weights), "inverted")]
+    if SIGNS not in tensors:
+        raise ArtifactError(f"{path}: no {SIGNS!r} tensor: a signed-supermask artifact needs its signs (corrupt)")
+    kept = [int(np.count_nonzero(m)) for m in masks]
+    try:
+        bits, ones = codecs.decode(tensors[SIGNS], kept, inverted, method_state.get("sign_codec", ""))
+    except (codecs.CodecError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}: signs: {err}") from None
+    if ones != inverted:
+        raise ArtifactError(f"{path}: the sign stream inverts {sum(ones)} weights, the metadata says {sum(inverted)} "
+                            f"(corrupt artifact)")
+    return np.split(bits, np.cumsum(kept)[:-1]) if kept else []
 
 
-def method_tensors() -> tuple[str, ...]:
-    """Tensor names this module may add to an artifact."""
-    return (SIGNS,)
+def apply(model, flips: list[np.ndarray] | None) -> None:
+    """Give a loaded model's signed-supermask layers (kept-masks fixed) their checked signs."""
+    if flips is None:
+        return
+    for layer, part in zip(_layers(model), flips):
+        flipped = torch.zeros(layer.weight.numel(), dtype=torch.bool)
+        flipped[layer.fixed_mask.reshape(-1).cpu()] = torch.from_numpy(part.copy())
+        layer.rule.flipped = flipped.view(layer.weight.shape)
+
+
+def method_tensors(method: str | None = None) -> tuple[str, ...]:
+    """Tensor names this module may add to an artifact (of ``method``'s, when given)."""
+    return (SIGNS,) if method in (None, "signed-supermask") else ()

@@ -94,6 +94,16 @@ def entry_point_names() -> dict[str, str]:
     return {name: f"{ep.value} (entry point of {_dist_label(ep)})" for name, ep in _entry_points().items()}
 
 
+def entry_point(name: str) -> tuple[str, str | None, str | None] | None:
+    """(target, package, version) of the installed ``popcli.models`` entry point ``name``, or None.
+    Reading the installed metadata imports nothing."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        return None
+    dist = getattr(ep, "dist", None)
+    return ep.value, (dist.name if dist is not None else None), (dist.version if dist is not None else None)
+
+
 def _dist_label(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
@@ -161,6 +171,12 @@ def wrap_builder(fn: Callable, label: str) -> Callable[..., nn.Module]:
     return build
 
 
+def is_built(arch: str) -> bool:
+    """Whether this process already built ``arch`` from an import path or an entry point (its code
+    is imported, by the user's own recipe or model, or by a load the user trusted)."""
+    return arch in _BUILDERS
+
+
 def find_builder(arch: str) -> Callable[..., nn.Module] | None:
     """The builder of an import path or an entry-point name, or None when ``arch`` is neither."""
     if arch in _BUILDERS:
@@ -216,7 +232,10 @@ def source_record(arch: str) -> dict[str, Any] | None:
 
 def require_source(arch: str, record: dict[str, Any] | None) -> None:
     """Make ``arch`` buildable in this process from an artifact's ``record``, or raise a one-line
-    ModelError naming the package (and version) to install."""
+    ModelError naming the package (and version) to install. It imports code: callers check first
+    that the file's builder may be imported (``models.trust``). Only ``arch`` decides what is
+    imported (its module, its entry point, or for a name registered by a package the record's
+    module, which must register it); the record's package and version only word the error."""
     if not isinstance(record, dict) or is_registered(arch):
         return
     kind, target = record.get("kind"), str(record.get("target", ""))
@@ -226,12 +245,14 @@ def require_source(arch: str, record: dict[str, Any] | None) -> None:
         raise ModelError(f"model {arch!r} was registered by a script (__main__), which another process cannot import; "
                          f"move its builder into an importable module or declare a {GROUP!r} entry point")
     try:
-        if kind == "entry_point":
+        if is_import_path(arch):
+            _resolve(arch)  # what will be built, whatever the record says
+        elif kind == "entry_point" or arch in _entry_points():
             if arch not in _entry_points():
                 raise _Unimportable(f"no installed package declares the {GROUP!r} entry point {arch!r}")
-        elif _TARGET.match(target):
+        elif kind == "registered" and _TARGET.match(target):
             _resolve(target)  # a registered model's module registers it again when imported
-            if kind == "registered" and not is_registered(arch):
+            if not is_registered(arch):
                 raise _Unimportable(f"importing {target.partition(':')[0]!r} did not register {arch!r}")
         else:
             raise _Unimportable(f"the recorded target {target!r} is not an import path")

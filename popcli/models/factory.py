@@ -29,6 +29,8 @@ from ..recipe import Recipe, from_dict
 from . import policy
 from .build import build_model, init_weights, input_size
 from .describe import difference
+from .hooks import masked_layers
+from .trust import NO_BUILDER
 
 DEFAULT_INPUT = (3, 32, 32)  # create_model's input when none is given (CIFAR-sized)
 
@@ -145,9 +147,11 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
     replaced (an artifact regenerates them from the seed). ``model.popcli_report`` says what
     became of everything; ``model.popcli_data_config`` holds ``input_shape=(C, H, W)`` (aliases
     ``in_chans``/``image_size``), ``num_classes``, ``mean``, ``std`` and ``class_names`` when
-    given, which ``popcli.search`` and the artifact keep. With ``arch`` (the builder of this same
-    structure), ``input_shape`` and ``num_classes``, the model describes itself for ``popcli.save``.
-    Converts in place; returns the root.
+    given, which ``popcli.search`` and the artifact keep. With ``input_shape`` and
+    ``num_classes`` the model describes itself for ``popcli.save``; with ``arch`` too (the
+    registry name or import path that builds this same structure) the artifact names its
+    builder, without it the artifact records none and loads into the same module built again:
+    ``popcli.load(path, model=module)``. Converts in place; returns the root.
     """
     _check_convertible(module)
     policy.check(biases, norms, params)
@@ -164,11 +168,11 @@ def subnetify(module: nn.Module, density: float = 0.5, *, seed: int = 0, init: s
     model.popcli_conversion = {"seed": seed, "model.init": init, "model.biases": biases, "model.norms": norms,
                                "model.params": params}
     model.popcli_data_config = data_config(None, shape, num_classes, mean, std, class_names)
-    if arch is not None:
-        if shape is None or num_classes is None:
-            raise ModelError("subnetify(arch=...) also needs input_shape=(C, H, W) and num_classes to describe the model")
-        recipe = from_dict({"seed": seed, "model": {"arch": arch, "init": init, "biases": biases, "norms": norms,
-                                                    "params": params}, "search": {"density": density},
+    if arch is not None and (shape is None or num_classes is None):
+        raise ModelError("subnetify(arch=...) also needs input_shape=(C, H, W) and num_classes to describe the model")
+    if shape is not None and num_classes is not None:  # no arch: the file records no builder (NO_BUILDER)
+        recipe = from_dict({"seed": seed, "model": {"arch": arch or NO_BUILDER, "init": init, "biases": biases,
+                                                    "norms": norms, "params": params}, "search": {"density": density},
                             "data": _own_data(shape, num_classes)})
         _describe(model, recipe, _data_info(shape, num_classes, mean, std, class_names))
     return model.train()
@@ -182,15 +186,23 @@ def description(model: nn.Module, recipe: Recipe | None, data_info: dict | None)
     own = getattr(model, "popcli_description", None)
     if recipe is None or data_info is None:
         if own is None:
-            raise ModelError("this model does not describe itself: build it with popcli.create_model (or "
-                             "popcli.subnetify(..., arch=, input_shape=, num_classes=)), or pass recipe= and data_info=")
+            raise ModelError("this model does not describe itself: build it with popcli.create_model or "
+                             "popcli.subnetify(..., input_shape=[C, H, W], num_classes=K), or pass recipe= and "
+                             "data_info=")
         recipe, data_info = recipe or own["recipe"], data_info or own["data_info"]
     _check_describes(model, recipe, data_info)
     return recipe, data_info
 
 
 def _check_describes(model: nn.Module, recipe: Recipe, data_info: dict) -> None:
-    """ModelError unless the recipe's architecture (built on meta) has the model's masked layers and state tensors."""
+    """ModelError unless the recipe's architecture (built on meta) has the model's masked layers and
+    state tensors; a recipe naming no builder (``NO_BUILDER``) describes any model with subnet layers
+    (its loader checks the module it is given against the file)."""
+    if recipe.model.arch == NO_BUILDER:
+        if not any(True for _ in masked_layers(model)) and recipe.search.method != "dense":
+            raise ModelError("this model has no subnet layers (popcli.load's default mode='infer' bakes them); load it "
+                             "with popcli.load(path, model=..., mode='search') to save it again")
+        return
     try:
         shape, classes = [int(d) for d in data_info["shape"]], int(data_info["num_classes"])
         found = difference(model, recipe, shape, classes)

@@ -3,13 +3,15 @@
 A run folder holds ``recipe.yaml`` (the resolved recipe), ``metrics.jsonl`` (one line per
 epoch), ``last.pt`` / ``best.pt`` (checkpoints) and ``summary.json`` (the final result).
 Checkpoints are plain dicts of tensors and numbers written with ``torch.save`` (atomically,
-``atomic``) and read back with ``weights_only=True``: no pickled code ever runs on load.
+``atomic``) and read back with ``weights_only=True``: no pickled code ever runs on load, and torch's
+warnings about a foreign file are not printed before popcli's one-line refusal.
 ``check_run_dir`` refuses to reuse a folder holding a run (without ``--resume`` or ``--force``);
 ``start_run_dir`` clears the old run's files once the new run is ready to start.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -86,7 +88,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise RunError(f"checkpoint {str(path)!r} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign files (pickle protocol, TorchScript) before
+            warnings.simplefilter("ignore")  # it refuses them: popcli's one line below says it all
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
         raise RunError(f"checkpoint {str(path)!r} is unreadable or not a popcli checkpoint "
                        f"({err.__class__.__name__}); start over with {option('force')}") from None

@@ -1,8 +1,9 @@
 """One row per finished search under a folder (``popcli runs``), like timm's summary.csv.
 
 ``index(root)`` walks ``root`` for ``summary.json`` files at any depth (search run folders and
-the ``runs/`` of sweeps) and returns one row each: where it is, what was searched, what it
-reached. ``write_index`` writes them as CSV (atomically). Damaged run folders are left out.
+the ``runs/`` of sweeps) and returns one row each: where it is (a folder name that is not UTF-8
+shown with ``\\xNN`` escapes), what was searched, what it reached. ``write_index`` writes them
+as CSV (atomically). Damaged run folders are left out.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def index(root: str | Path) -> list[dict[str, Any]]:
         if not isinstance(summary, dict) or "test_acc" not in summary:
             continue
         row = {k: summary.get(k) for k in COLUMNS}
-        row["run"] = str(summary_path.parent.relative_to(root)) if summary_path.parent != root else "."
+        row["run"] = _text(summary_path.parent.relative_to(root)) if summary_path.parent != root else "."
         rows.append(row)
     return rows
+
+
+def _text(path: Path) -> str:
+    """A folder name as text: bytes that are not UTF-8 become ``\\xNN`` escapes (a CSV file and a
+    terminal take text; such a name would otherwise fail to encode when written)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
