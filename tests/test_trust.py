@@ -172,6 +172,7 @@ def test_popcli_names_with_a_hostile_model_source_import_nothing(base, marker, t
 LOAD_IT = """
 import sys, torch, popcli
 from popcli.errors import UntrustedCodeError
+torch.set_num_threads(1)  # as the parent computed the expected logits: sums in one order
 path, x, expected = sys.argv[1], torch.load(sys.argv[2]), torch.load(sys.argv[3])
 try:
     popcli.load(path)
@@ -189,7 +190,7 @@ print("ok")
 
 
 @pytest.mark.slow
-def test_with_the_opt_in_a_user_model_still_loads(tmp_path, monkeypatch):
+def test_with_the_opt_in_a_user_model_still_loads(tmp_path, monkeypatch, one_thread):
     """An import-path user model in a fresh process: refused without the opt-in, loaded exactly with
     trust_code=True and without any trust into the user's own module (model=); in the process that
     built it (the user's own code) it loads as popcli's own do; --trust-code on the CLI."""
