@@ -297,7 +297,7 @@ def test_runs_index(tmp_path, finished_run):
     rows = strict(result.stdout)
     summary = strict((finished_run / "summary.json").read_text())
     assert [(r["run"], r["test_acc"], r["steps"]) for r in rows] == [("run", summary["test_acc"], summary["steps"])]
-    assert index.read_text().splitlines()[0].startswith("run,arch,dataset,method")
+    assert index.read_text().splitlines()[0].startswith("run,seed,model.arch,model.init")  # results.csv's schema
     assert "finished runs" in run("runs", finished_run.parent).stdout
     one_line_error(run("runs", tmp_path / "nope"), 1, "not found")
 
