@@ -47,7 +47,8 @@ MAX_DIM = 1 << 31  # a weight dimension or image side larger than this is not a 
 MAX_TEXT = 256  # characters in a name or version shown by `popcli inspect`
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_METRIC_RANGES = {"test_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, math.inf),
+_METRIC_RANGES = {"test_acc": (0.0, 1.0), "test_top5": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0),
+                  "test_loss": (0.0, math.inf),
                   "train_loss": (0.0, math.inf), "steps": (0, math.inf), "step": (0, math.inf),
                   "epochs": (0.0, math.inf), "epoch": (0, math.inf), "wall_s": (0.0, math.inf)}
 
