@@ -62,14 +62,18 @@ def recipes_command(as_json: bool = typer.Option(False, "--json", help="Print {n
         out_console.print(f"{name:<{width}}  {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def show_recipe(recipe, as_json: bool) -> None:
-    """Every key of the resolved ``recipe``: type, range or choices, default and value."""
+def show_recipe(recipe, as_json: bool, path=None, overrides: list[str] | None = None) -> None:
+    """Every key of the resolved ``recipe`` (read from ``path``): type, range or choices, default
+    and value; the text form starts with the recipes its keys come from (``base:``)."""
+    from ..recipe.io import bases
     from ..recipe.keys import describe_keys
 
     rows = describe_keys(recipe)
     if as_json:
         print_json(rows)
         return
+    sources = [*bases(path), *(["--set"] if overrides else [])]
+    out_console.print(escape(f"# keys from: {' <- '.join(sources)}"), highlight=False, soft_wrap=True)
     width = max(len(f"{r['key']}: {r['value']}") for r in rows)
     for row in rows:  # key: value   # type, range, default; meaning  (valid YAML: comments after values)
         kind = f"one of {' | '.join(row['choices'])}" if row["choices"] else row["type"]
@@ -104,7 +108,7 @@ def recipe_show(
     """Print the resolved recipe: every key with its value, default, type and range, then exit."""
     from .. import recipe as recipes
 
-    show_recipe(recipes.load(recipe_path, overrides), as_json)
+    show_recipe(recipes.load(recipe_path, overrides), as_json, recipe_path, overrides)
 
 
 @app.command("runs", epilog="Examples: popcli runs sweeps/d --csv sweeps/d/index.csv; popcli plot sweeps/d/index.csv")

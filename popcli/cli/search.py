@@ -54,7 +54,7 @@ def search(
     if show:
         from .catalog import show_recipe
 
-        return show_recipe(recipe, as_json)
+        return show_recipe(recipe, as_json, recipe_path, overrides)
     run_dir = out or _default_run_dir(recipe)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
     try:
