@@ -56,6 +56,8 @@ def test_export_output_suffixes(tmp_path, finished):
     one_line_error(run("export", finished / "run", "-o", tmp_path / "y.onnx", "--onnx", tmp_path / "z.onnx"), 2,
                    "-o is the artifact")
     one_line_error(run("export", finished / "run", "--onnx", tmp_path / "w.safetensors"), 2, "w.onnx")
+    (tmp_path / "folder").mkdir()
+    one_line_error(run("export", finished / "run", "-o", tmp_path / "folder", "--force"), 2, "is a folder")
 
 
 # --------------------------------------------------------------------------- eval on your own data
@@ -115,6 +117,8 @@ def test_a_model_saved_without_a_dataset_is_not_evaluated_on_stand_in_data(tmp_p
     popcli.save(model, tmp_path / "made.safetensors")
     one_line_error(run("eval", tmp_path / "made.safetensors"), 1, "saved without a dataset")
     assert run("export", tmp_path / "made.safetensors", "--onnx", tmp_path / "made.onnx").exit_code == 0
+    one_line_error(run("export", tmp_path / "made.safetensors", "--onnx", tmp_path / "q.onnx", "--int8"), 2,
+                   "saved without one")
     one_line_error(run("eval", tmp_path / "made.onnx"), 1, "saved without a dataset")
     result = run("eval", finished / "a.safetensors", "--batch-sizes", "1", "--json")  # searched on synthetic: fine
     assert result.exit_code == 0 and json.loads(result.stdout)["dataset"] == "synthetic"

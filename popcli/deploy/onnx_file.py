@@ -17,6 +17,7 @@ import torch
 
 from ..artifact import preprocess
 from ..data.sample import real_inputs
+from ..errors import UsageError
 from ..recipe import Recipe
 from ..storage.atomic import check_output
 from ..storage.strict_json import compact
@@ -59,6 +60,11 @@ def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any
     if int8:
         check_output(int8_path(path), force, "--onnx")
     shape = tuple(int(d) for d in data_info["shape"])
+    dataset = data_info["dataset"] if "dataset" in data_info else recipe.data.dataset
+    if int8 and inputs is None and dataset is None:  # saved without a dataset: its "data" would be stand-in noise
+        raise UsageError("--int8 calibrates on the training images of the model's dataset, and this model was saved "
+                         "without one; calibrate on your own images: popcli.export.export(artifact, onnx=path, "
+                         "int8=True, inputs=x)")
     # parity on the first ``samples`` test images; int8's accuracy on the whole test set
     x_test, y_test, x_train = ((inputs, None, inputs[:CALIBRATION_IMAGES]) if inputs is not None else
                                real_inputs(recipe, data_dir, test=10**9 if int8 else samples,

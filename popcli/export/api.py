@@ -40,7 +40,7 @@ def output_paths(out: str | Path | None, onnx: str | Path | None) -> tuple[Path 
 
 
 def _suffixed(path: Path | None, option: str, suffix: str) -> Path | None:
-    if path is None or path.suffix.lower() == suffix:
+    if path is None or path.suffix.lower() == suffix or _is_dir(path):  # a folder: check_output says so
         return path
     if not path.suffix:
         return path.with_name(path.name + suffix)
@@ -60,6 +60,13 @@ def _stopper(should_stop: Callable[[], bool]) -> Callable[[list, list], None]:
         raise Interrupted(f"stopped: {so_far}not written: {', '.join(todo)}")
 
     return stop
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a symlink loop: check_output names it
+        return False
 
 
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
