@@ -280,3 +280,37 @@ def test_torchvision_models_are_tv_and_old_names_still_work():
     for old, new in model_aliases().items():
         assert get_model_builder(old) is get_model_builder(new)
         assert normalize(recipes.load(None, [f"model.arch={old}"])).model.arch == new  # a run records the new name
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed")
+def test_eval_on_an_image_folder_gives_the_datasets_accuracy_on_a_permuted_task(tmp_path):
+    """PNG files of the first test images, in class folders: the artifact's preprocessing (mean, std,
+    the task's pixel order) prepares them exactly as the loader did, so the accuracy is the same."""
+    from PIL import Image
+
+    from popcli.data.facts import FACTS
+    from popcli.data.idx import read_idx
+
+    result = run("search", "--data-dir", FMNIST, "--set", "data.permute_task=1", "--set", "model.hidden=[32]",
+                 "--set", "model.batchnorm=false", "--set", "search.max_steps=30", "--set", "search.threads=1",
+                 "--out", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert run("export", tmp_path / "run", "-o", tmp_path / "p.safetensors").exit_code == 0
+    images = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz", 3)[:120].numpy()
+    labels = read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz", 1)[:120].numpy()
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (tmp_path / "imgs" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "imgs" / str(label) / f"{i:03d}.png")
+    report = lambda *args: json.loads(run("eval", tmp_path / "p.safetensors", "--batch-sizes", "1", "--json",  # noqa: E731
+                                          *args).stdout)
+    on_files, on_dataset = report("--inputs", tmp_path / "imgs"), report("--limit", "120")
+    top1 = lambda r: {row["engine"]: row["top1"] for row in r["accuracy"]}  # noqa: E731
+    assert on_files["test_images"] == on_dataset["test_images"] == 120
+    assert top1(on_files) == top1(on_dataset) and top1(on_files)["torch_subnet"] > 0.3  # better than chance, same
+    flat = tmp_path / "flat"  # the same images without folders, labelled by class name
+    flat.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(flat / f"{i:03d}.png")
+    names = FACTS["fashion-mnist"].class_names
+    (tmp_path / "names.txt").write_text("".join(f"{names[v]}\n" for v in labels))
+    assert top1(report("--inputs", flat, "--labels", tmp_path / "names.txt")) == top1(on_dataset)

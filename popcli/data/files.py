@@ -79,11 +79,13 @@ def _pixels_from_npy(path: Path, shape: list[int]) -> tuple[np.ndarray, bool]:
 
 
 def prepare(pixels: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
-    """uint8 pixels [N, C, H, W] -> model inputs float32 [N, C, H, W] as ``config`` says."""
+    """uint8 pixels [N, C, H, W] -> model inputs float32 [N, C, H, W] as ``config`` says:
+    ``(pixels / pixel_scale - mean) / std``, computed as the loaders compute it (``x * scale -
+    shift`` in float32, ``memory.TensorLoader``) so that the same images give the same bits."""
     channels = pixels.shape[1]
-    mean = torch.tensor(config.get("mean") or [0.0] * channels, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(config.get("std") or [1.0] * channels, dtype=torch.float32).view(1, -1, 1, 1)
-    x = (pixels.float() / float(config.get("pixel_scale") or 255) - mean) / std
+    mean = torch.tensor(config.get("mean") or [0.0] * channels, dtype=torch.float32).reshape(1, -1, 1, 1)
+    std = torch.tensor(config.get("std") or [1.0] * channels, dtype=torch.float32).reshape(1, -1, 1, 1)
+    x = pixels.float() * (1.0 / (float(config.get("pixel_scale") or 255) * std)) - mean / std
     order = config.get("pixel_order")
     if order is not None:  # a permuted task: model pixel p is the image's pixel order[p]
         x = x.flatten(2)[:, :, torch.as_tensor(order)].reshape(x.shape)
