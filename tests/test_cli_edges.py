@@ -195,6 +195,15 @@ def test_runs_table_fits_80_columns(tmp_path, finished, monkeypatch):
     assert len(rows) == 2 and all("%" in line and "fc" in line for line in rows), shown  # one line per run
 
 
+def test_runs_with_a_run_folder_named_in_bytes_that_are_not_utf8(tmp_path, finished):
+    import shutil
+
+    shutil.copytree(finished / "run", tmp_path / os.fsdecode(b"run-\xff"))
+    result = run("runs", tmp_path, "--csv", tmp_path / "index.csv", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["run"] == "run-\\xff" and "run-\\xff" in (tmp_path / "index.csv").read_text()
+
+
 def test_runs_sweep_and_plot_share_one_csv_schema(swept, tmp_path):
     out, _ = swept
     assert run("runs", out / "runs", "--csv", tmp_path / "runs.csv").exit_code == 0
