@@ -33,7 +33,7 @@ from pathlib import Path
 
 CASES = {  # name: (recipe overrides, input shape, batch, edge-popup density)
     "conv6": (["model.arch=conv6"], (3, 32, 32), 256, 0.5),
-    "resnet50": (["model.arch=resnet50"], (3, 224, 224), 64, 0.3),
+    "resnet50": (["model.arch=tv_resnet50"], (3, 224, 224), 64, 0.3),
 }
 
 

@@ -30,7 +30,7 @@ TARGETS = {"kaiming_normal": 2.5, "signed_constant": 1.0}
 
 
 def _write(init: str, codec: str, folder: Path) -> tuple[Path, int]:
-    recipe = recipes.load(None, ["model.arch=resnet50", f"model.init={init}", "search.density=0.3",
+    recipe = recipes.load(None, ["model.arch=tv_resnet50", f"model.init={init}", "search.density=0.3",
                                  "data.dataset=imagenet"])
     model = build_model(recipe.model, recipe.search, in_channels=3, image_size=224, num_classes=1000, seed=0)
     n = sum(layer.weight.numel() for _, layer in masked_layers(model))

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--density", type=float, default=0.3)
     args = parser.parse_args()
-    recipe = recipes.load(None, ["model.arch=resnet50", f"search.density={args.density}"])
+    recipe = recipes.load(None, ["model.arch=tv_resnet50", f"search.density={args.density}"])
     model = build_model(recipe.model, recipe.search, in_channels=3, image_size=224, num_classes=1000, seed=0)
     scores = [layer.scores.detach() for _, layer in masked_layers(model)]
     trackers = [ThresholdTracker() for _ in scores]

@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 
-CASES = {"resnet50": (["model.arch=resnet50", "model.init=signed_constant", "search.density=0.3"], (3, 224, 224)),
+CASES = {"resnet50": (["model.arch=tv_resnet50", "model.init=signed_constant", "search.density=0.3"], (3, 224, 224)),
          "conv4": (["model.arch=conv4"], (3, 32, 32)), "fc": (["model.arch=fc", "model.hidden=[1024,1024]"], (1, 28, 28))}
 
 

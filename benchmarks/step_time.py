@@ -28,7 +28,7 @@ CASES = {
     # name: (recipe overrides, input shape [C, H, W], target ratio)
     "conv4": (["model.arch=conv4", "model.init=signed_constant"], (3, 32, 32), 1.10),
     "fc": (["model.arch=fc", "model.hidden=[1024,1024]", "model.batchnorm=true"], (1, 28, 28), 1.25),
-    "resnet50": (["model.arch=resnet50", "model.init=signed_constant", "search.density=0.3"], (3, 224, 224), 1.15),
+    "resnet50": (["model.arch=tv_resnet50", "model.init=signed_constant", "search.density=0.3"], (3, 224, 224), 1.15),
 }
 
 

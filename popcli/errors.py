@@ -120,3 +120,41 @@ class SearchInterrupted(Interrupted):
 
 class StorageError(PopcliError):
     """A file or folder could not be written (disk full, read-only, name too long, in use)."""
+
+
+# --------------------------------------------------------------------------- message helpers
+# (every layer's errors use them, so they live with the errors)
+
+MAX_SHOWN = 60  # characters of a value shown in a one-line error
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to fit one line of an error message. An integer too long to print
+    (Python refuses more than 4300 digits) is described by its size instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        digits = int(value.bit_length() * 0.30103) + 1  # log10(2): the decimal length, +-1
+        return f"an integer of about {digits} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding such an integer
+        return f"a {type(value).__name__} too large to print"
+    return text if len(text) <= MAX_SHOWN else f"{text[:40]}...({len(text)} characters)"
+
+
+def closest(word: str, choices) -> str | None:
+    """The choice closest to ``word`` (difflib's ratio of at least 0.6), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """" (did you mean 'search.density'?)" for the choice closest to ``word``, or ""."""
+    found = closest(word, choices)
+    return f" (did you mean {found!r}?)" if found else ""
+
+
+def count(n: int, noun: str) -> str:
+    """"1 thread", "2 threads": a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

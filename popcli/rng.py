@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import kernels
-from .errors import PopcliError
+from .errors import PopcliError, shown
 
 GENERATOR_NAME = "popcli-philox4x64-10"
 GENERATOR_VERSION = 1
@@ -64,7 +64,7 @@ def _name_word(name: str) -> int:
 
 def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise PopcliError(f"seed must be an integer in [0, 2**63-1], got {seed!r}")
+        raise PopcliError(f"seed must be an integer in [0, 2**63-1], got {shown(seed)}")
     return seed
 
 

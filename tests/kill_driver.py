@@ -29,7 +29,7 @@ RECIPE = {"seed": 3, "model": {"arch": "fc", "hidden": [16]},
           "data": {"dataset": "synthetic", "shape": [1, 8, 8], "num_classes": 4, "train_size": 48, "test_size": 32,
                    "batch_size": 16},
           "search": {"epochs": 3, "lr": 0.05, "device": "cpu", "threads": 1}}
-TIMING = ("epoch_time_s", "wall_s", "step_time_ms", "images_per_s")
+TIMING = ("epoch_time_s", "wall_s", "session_wall_s", "step_time_ms", "images_per_s")
 
 
 def _child(fn, env: dict[str, str] | None = None, kill_after: float | None = None) -> str:
@@ -111,7 +111,7 @@ def compare(ref: Path, got: Path) -> list[str]:
             continue
         a, b = _checkpoint_view(ref / name), _checkpoint_view(got / name)
         for key in sorted(a.keys() | b.keys()):
-            if key != "popcli_version" and not _same(a.get(key), b.get(key)):
+            if key not in ("popcli_version", *TIMING) and not _same(a.get(key), b.get(key)):
                 problems.append(f"{name}: {key!r} differs")
     for name in ("metrics.jsonl",):
         lines = lambda d: [_strip(json.loads(l)) for l in (d / name).read_text().splitlines()]  # noqa: E731,E741

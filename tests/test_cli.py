@@ -28,7 +28,7 @@ def test_help_and_version():
 def test_models_lists_registry():
     result = popcli("models", "--json")
     names = json.loads(result.stdout)
-    assert {"fc", "conv2", "conv4", "conv6", "conv8", "resnet18", "resnet50"} <= set(names)
+    assert {"fc", "conv2", "conv4", "conv6", "conv8", "resnet18", "tv_resnet50"} <= set(names)
 
 
 def test_search_json_end_to_end(tmp_path):

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
 from popcli import errors
-from popcli.cli import get_app, tables
+from popcli.cli import tables
 from popcli.data import resolve
+
+from cli_helpers import one_line_error, run
 
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -30,17 +31,6 @@ def _no_nan(token):
 def strict(text: str):
     """json.loads that refuses NaN / Infinity, as jq or a JavaScript parser would."""
     return json.loads(text, parse_constant=_no_nan)
-
-
-def run(*args, env=None):
-    result = CliRunner().invoke(get_app(), [str(a) for a in args], env=env, catch_exceptions=False)
-    return result
-
-
-def one_line_error(result, code: int, fragment: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +289,7 @@ def test_runs_index(tmp_path, finished_run):
     rows = strict(result.stdout)
     summary = strict((finished_run / "summary.json").read_text())
     assert [(r["run"], r["test_acc"], r["steps"]) for r in rows] == [("run", summary["test_acc"], summary["steps"])]
-    assert index.read_text().splitlines()[0].startswith("run,arch,dataset,method")
+    assert index.read_text().splitlines()[0].startswith("run,seed,model.arch,model.init")  # results.csv's schema
     assert "finished runs" in run("runs", finished_run.parent).stdout
     one_line_error(run("runs", tmp_path / "nope"), 1, "not found")
 

@@ -19,7 +19,7 @@ FAMILIES = [  # (arch, create_model options): every policy value appears somewhe
     pytest.param("tv_efficientnet_b0", {"biases": "train"}, id="efficientnet", marks=pytest.mark.slow),
     pytest.param("tv_convnext_tiny", {"biases": "train", "norms": "train"}, id="convnext", marks=pytest.mark.slow),
     pytest.param("tv_regnet_y_400mf", {"biases": "frozen"}, id="regnet", marks=pytest.mark.slow),
-    pytest.param("vit_tiny", {"biases": "train", "params": "frozen"}, id="vit_tiny"),
+    pytest.param("tv_vit_tiny", {"biases": "train", "params": "frozen"}, id="vit_tiny"),
     pytest.param("tv_vit_b_16", {"biases": "frozen", "norms": "train"}, id="vit_b_16", marks=pytest.mark.slow),
 ]
 

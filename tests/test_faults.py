@@ -222,9 +222,11 @@ def test_read_only_folder_one_line_errors_nothing_changed(read_only_run, referen
                  ["search", "--force", "--set", "search.epochs=1", "--out", read_only_run],
                  ["search", "--out", read_only_run.parent / "new"],
                  ["export", reference, "-o", read_only_run / "m.safetensors"],
-                 ["export", read_only_run, "-o", read_only_run / "best.pt", "--force"]):
+                 ["export", read_only_run, "-o", read_only_run / "best.safetensors", "--force"]):
         code, stderr = cli(*args, *(["--quiet"] if args[0] == "search" else []))
         one_line_error(code, stderr, "read-only")
+    code, stderr = cli("export", read_only_run, "-o", read_only_run / "best.pt", "--force")  # an artifact over a
+    assert code == 2 and "name it" in stderr  # checkpoint: refused by its suffix before anything is tried
     assert snapshot(read_only_run) == before and not (read_only_run.parent / "new").exists()
 
 

@@ -112,5 +112,5 @@ def test_imagefolder_search_export_eval(tmp_path):
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
     assert evaluated["dataset"] == "imagefolder" and evaluated["test_images"] == 12
-    accuracies = {name: acc["acc"] if isinstance(acc, dict) else acc for name, acc in evaluated["accuracy"].items()}
+    accuracies = {row["engine"]: row["top1"] for row in evaluated["accuracy"]}
     assert all(acc == pytest.approx(summary["test_acc"]) for acc in accuracies.values()), (accuracies, summary)

@@ -21,8 +21,8 @@ from popcli.nn import to_subnet_layers as subnetify
 from popcli.recipe import ModelConfig, SearchConfig
 
 FAMILIES = {"tv_mobilenet_v3_small", "tv_efficientnet_b0", "tv_convnext_tiny", "tv_regnet_y_400mf", "tv_vit_b_16",
-            "vit_tiny"}  # forward+backward, masks, policies and round trips: tests/test_families.py
-TORCHVISION = {"tv_resnet18", "resnet50", "resnet101", "wide_resnet50_2"} | FAMILIES
+            "tv_vit_tiny"}  # forward+backward, masks, policies and round trips: tests/test_families.py
+TORCHVISION = {"tv_resnet18", "tv_resnet50", "tv_resnet101", "tv_wide_resnet50_2"} | FAMILIES
 
 
 def make(arch: str = "conv4", *, method: str = "edge-popup", density: float = 0.5, channels: int = 3, size: int = 32,
@@ -66,7 +66,7 @@ def test_forward_backward_every_model(arch, method):
 
 
 def test_registry_errors_list_valid_names():
-    with pytest.raises(ModelError, match="conv4.*resnet50"):
+    with pytest.raises(ModelError, match="conv4.*tv_resnet50"):
         get_model_builder("conv5")
     with pytest.raises(ModelError, match="conv5"):
         make("conv5")
@@ -111,7 +111,7 @@ def test_conv_batchnorm_and_too_small_images():
 
 def test_torchvision_options():
     with pytest.raises(ModelError, match="width"):
-        get_model_builder("resnet50")(in_channels=3, image_size=64, num_classes=10, width=0.5, hidden=[],
+        get_model_builder("tv_resnet50")(in_channels=3, image_size=64, num_classes=10, width=0.5, hidden=[],
                                       batchnorm=False, **layer_factories(0.5))
     model = make("tv_resnet18", channels=1, size=64, classes=5)
     assert model.conv1.weight.shape == (64, 1, 7, 7)

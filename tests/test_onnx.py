@@ -161,17 +161,20 @@ def test_parity_on_1000_real_images(tmp_path, arch, extra):
 def test_eval_reports_search_accuracy_and_latency(synth_run):
     report = evaluate(synth_run / "a.safetensors", batch_sizes="1,4", int8=True)
     summary = json.loads((synth_run / "run" / "summary.json").read_text())
-    assert report["accuracy"]["pytorch eager, subnet layers"] == summary["test_acc"] == report["search_acc"]
-    assert report["accuracy"]["onnxruntime fp32"] == summary["test_acc"]
-    assert "onnxruntime int8" in report["accuracy"]
+    accuracy = {row["engine"]: row["top1"] for row in report["accuracy"]}
+    assert accuracy["torch_subnet"] == summary["test_acc"] == report["search_acc"]
+    assert accuracy["ort_fp32"] == summary["test_acc"]
+    assert "ort_int8" in accuracy
     engines = {(row["engine"], row["batch_size"]) for row in report["latency"]}
-    assert ("onnxruntime fp32", 4) in engines and ("pytorch eager, dense (unmasked)", 1) in engines
+    assert ("ort_fp32", 4) in engines and ("torch_dense", 1) in engines
     row = report["latency"][0]
     assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["reps"] >= 30 and row["threads"] >= 1
+    assert (row["engine"], row["runtime"], row["device"]) == ("torch_subnet", "pytorch", "cpu")
     assert report["machine"]["cpu"] and "sparsity" in report["note"]
     export(synth_run / "a.safetensors", onnx=synth_run / "e.onnx", force=True)
     onnx_report = evaluate(synth_run / "e.onnx", batch_sizes="2")
-    assert onnx_report["kind"] == "onnx" and onnx_report["accuracy"]["onnxruntime fp32"] == summary["test_acc"]
+    assert onnx_report["kind"] == "onnx" and onnx_report["accuracy"][0]["engine"] == "ort_fp32"
+    assert onnx_report["accuracy"][0]["top1"] == summary["test_acc"]
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
@@ -212,7 +215,8 @@ def test_eval_accuracies_top5_by_hand():
     labels = torch.tensor([0, 0, 4, 6])
     assert accuracies(lambda x: logits[x.long()], torch.arange(4), labels, batch_size=3) == (0.25, 0.75)
     assert accuracies(lambda x: logits[x.long(), :5], torch.arange(4), torch.tensor([0, 0, 4, 1]))[1] is None
-    report = {"test_images": 4, "dataset": "d", "accuracy": {"e": 0.25}, "top5": {"e": 0.75}, "search_acc": None,
+    report = {"test_images": 4, "dataset": "d", "accuracy": [{"engine": "e", "label": "e", "top1": 0.25, "top5": 0.75}],
+              "search_acc": None,
               "machine": {"cpu": "c"}, "threads": 1, "provider": "p", "latency": [], "note": "n"}
     console = Console(width=120, record=True)
     console.print(eval_tables(report)[0])
@@ -221,4 +225,4 @@ def test_eval_accuracies_top5_by_hand():
 
 
 def test_eval_has_no_top5_for_few_classes(synth_run):
-    assert "top5" not in evaluate(synth_run / "a.safetensors", batch_sizes="1")  # 4 classes
+    assert all(row["top5"] is None for row in evaluate(synth_run / "a.safetensors", batch_sizes="1")["accuracy"])

@@ -35,7 +35,7 @@ def test_subnetify_with_arch_describes_itself(tmp_path):
 
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=4, num_layers=6, num_heads=3, hidden_dim=192,
                                                mlp_dim=768, num_classes=5)
-    model = popcli.subnetify(vit, 0.4, seed=3, biases="train", arch="vit_tiny", input_shape=[3, 32, 32], num_classes=5)
+    model = popcli.subnetify(vit, 0.4, seed=3, biases="train", arch="tv_vit_tiny", input_shape=[3, 32, 32], num_classes=5)
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     popcli.save(model, tmp_path / "v.safetensors")

@@ -106,7 +106,8 @@ def test_eval_mask_auto_reports_task_id_accuracy_per_batch_size(three_tasks):
     assert 1 / 3 < tasks["task_id_acc"]["1"] <= 1.0  # one image: better than chance
     by_size = {r["batch_size"]: r for r in tasks["rows"] if r["mask"] == "t0"}
     assert by_size[64]["acc_inferred"] == by_size[64]["acc_given"]  # every batch found: the same predictions
-    assert report["accuracy"]["inferred task, batch 64"] == report["accuracy"]["given task (its own mask)"]
+    top1 = {row["engine"]: row["top1"] for row in report["accuracy"]}
+    assert top1["task_inferred_b64"] == top1["task_given"]
     assert [r["batch_size"] for r in report["latency"]] == [1, 64]
     table = CliRunner().invoke(get_app(), ["eval", str(path), "--mask", "auto", "--batch-sizes", "64", "--limit", "64"])
     assert table.exit_code == 0 and "task inference" in table.stdout, table.output

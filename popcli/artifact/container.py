@@ -29,6 +29,8 @@ MULTI_MASK_VERSION = 3  # 2 + several named masks over one seed (artifact.multim
 READABLE_VERSIONS = (1, 2, 3)
 MASKS, STATE = "masks", "state."
 MAX_HEADER = 100 << 20  # a header larger than this is not one popcli wrote
+# the safetensors dtypes an artifact may hold (docs/FORMAT.md, content_sha256): numpy's; BF16 and F8 have no numpy dtype
+DTYPES = ("U8", "I8", "BOOL", "F16", "F32", "F64", "I16", "I32", "I64", "U16", "U32", "U64")
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,11 @@ def read_raw(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray], int, tu
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ArtifactError(f"{path}: a safetensors file but not a popcli artifact (no string __metadata__)")
     versions = check_versions(path, meta)
+    for name, entry in header.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) and name != "__metadata__" else None
+        if dtype is not None and dtype not in DTYPES:
+            raise ArtifactError(f"{path}: tensor {str(name)[:60]!r} is {str(dtype)[:12]}, a dtype popcli artifacts never "
+                                f"hold (they hold {', '.join(DTYPES)}); the file was not written by popcli export")
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 

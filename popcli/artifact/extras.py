@@ -18,6 +18,7 @@ from typing import Any
 from ..codecs import CODECS
 from ..errors import ArtifactError
 from ..storage.strict_json import loads as strict_json
+from . import preprocess
 from .schema import LayerRecord, bad, is_int, json_entry, kind_check, safe_text
 
 ABSENT = object()  # an entry the file does not have (JSON null is a value)
@@ -37,7 +38,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _preprocessing(path: Path, meta: dict[str, str], data: dict[str, Any]) -> dict[str, Any]:
+def _preprocessing(path: Path, meta: dict[str, str], data: dict[str, Any], recipe) -> dict[str, Any]:
     """{"input_shape": data's shape, "num_classes": data's, "mean"/"std": C finite floats (std > 0),
     "pixel_scale": > 0, "class_names": K strings or null, "dataset": string or null}."""
     value = json_entry(path, meta, "preprocessing", dict)
@@ -57,7 +58,21 @@ def _preprocessing(path: Path, meta: dict[str, str], data: dict[str, Any]) -> di
         raise bad(path, "preprocessing.class_names", f"is not null or {classes} short printable names")
     if value.get("dataset") is not None and not safe_text(value["dataset"]):
         raise bad(path, "preprocessing.dataset", "is not null or a short printable name")
+    _check_pixel_order(path, value, recipe, shape)
     return value
+
+
+def _check_pixel_order(path: Path, value: dict[str, Any], recipe, shape: list[int]) -> None:
+    """``pixel_order`` (a permuted task's pixel permutation) and ``permute_task`` are copies of the
+    recipe's ``data.permute_task``: the order it draws (``preprocess.pixel_order``), or absent."""
+    task = recipe.data.permute_task
+    if value.get("permute_task", task) != task:
+        raise bad(path, "preprocessing.permute_task", f"is {str(value.get('permute_task'))[:12]}, the recipe's "
+                                                       f"data.permute_task is {task}")
+    if "pixel_order" not in value:
+        return  # files written before 0.3 leave it to the recipe
+    if task is None or value["pixel_order"] != preprocess.pixel_order(recipe.seed, task, shape):
+        raise bad(path, "preprocessing.pixel_order", "is not the permutation the recipe's data.permute_task draws")
 
 
 def parse_method_state(path: Path, key: str, state: Any, method: str, layers: list[LayerRecord]) -> dict[str, Any] | None:
@@ -108,9 +123,11 @@ def _frozen(path: Path, meta: dict[str, str]) -> list[dict[str, Any]]:
     return value
 
 
-def parse(path: Path, meta: dict[str, str], method: str, data: dict[str, Any], layers: list[LayerRecord]) -> Optional:
-    """Every optional entry present in ``meta``, parsed and checked (ArtifactError naming the entry)."""
-    preprocessing = _preprocessing(path, meta, data) if "preprocessing" in meta else None
+def parse(path: Path, meta: dict[str, str], recipe, data: dict[str, Any], layers: list[LayerRecord]) -> Optional:
+    """Every optional entry present in ``meta``, parsed and checked (ArtifactError naming the entry)
+    against the file's ``recipe`` (its method; a permuted task's pixel order)."""
+    method = recipe.search.method
+    preprocessing = _preprocessing(path, meta, data, recipe) if "preprocessing" in meta else None
     raw_state = json_entry(path, meta, "method_state", object) if "method_state" in meta else ABSENT
     method_state = parse_method_state(path, "method_state", raw_state, method, layers)
     model_source = _model_source(path, meta) if "model_source" in meta else None

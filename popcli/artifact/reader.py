@@ -29,7 +29,7 @@ def read(path: str | Path) -> Artifact:
     meta, tensors, size, (format_version, generator_version) = read_raw(path)
     required = schema.parse(path, meta, format_version)
     schema.check_tensors(path, tensors)
-    optional = extras.parse(path, meta, required.recipe.search.method, required.data_info, required.layers)
+    optional = extras.parse(path, meta, required.recipe, required.data_info, required.layers)
     names = multimask.parse_names(path, meta, format_version)
     header = Header(format_version=format_version, generator_version=generator_version, **_fields(required),
                     **_fields(optional), mask_names=names,

@@ -45,7 +45,8 @@ MODEL_KEYS = ("seed", "model.arch", "model.init", "model.width", "model.hidden",
 MAX_DIM = 1 << 31  # a weight dimension or image side larger than this is not a model popcli built
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_METRIC_RANGES = {"test_acc": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, math.inf),
+_METRIC_RANGES = {"test_acc": (0.0, 1.0), "test_top5": (0.0, 1.0), "val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0),
+                  "test_loss": (0.0, math.inf),
                   "train_loss": (0.0, math.inf), "steps": (0, math.inf), "step": (0, math.inf),
                   "epochs": (0.0, math.inf), "epoch": (0, math.inf), "wall_s": (0.0, math.inf),
                   "density_reached": (0.0, 1.0)}

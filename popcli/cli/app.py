@@ -17,6 +17,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from ..errors import EXIT_INTERRUPT, PopcliError
 from ..storage import strict_json
@@ -25,8 +26,55 @@ from ..version import __version__
 EXIT_CODES = ("Exit codes: 0 success; 1 the work failed (missing or corrupt data, artifact, checkpoint or file; "
               "failed verification; diverged search); 2 usage error (bad option, recipe key or value; an output "
               "that exists without --force); 130 interrupted (Ctrl-C).")
-app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
-                  help="Find sparse subnetworks hidden in randomly weighted networks (edge-popup) and ship them.")
+
+
+class Command(TyperCommand):
+    """A command whose usage line reads ``popcli search [OPTIONS] [RECIPE]`` / ``popcli inspect
+    [OPTIONS] FILE`` (optional arguments in brackets, required ones bare: typer wraps these in
+    ``{}``), and whose unknown-option error suggests the closest option, or the recipe key it
+    names (``--densty`` -> ``--set search.density=VALUE``)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        from typer._click.exceptions import NoSuchOption
+
+        try:
+            return super().parse_args(ctx, args)
+        except NoSuchOption as err:
+            raise NoSuchOption(err.option_name, message=self._no_such_option(ctx, err.option_name), ctx=ctx) from None
+
+    def _no_such_option(self, ctx, option: str) -> str:
+        from ..errors import closest
+        from ..recipe.schema import closest_key
+
+        names = [name for param in self.get_params(ctx) if param.param_type_name == "option"
+                 for name in (*param.opts, *param.secondary_opts)]
+        message = f"No such option: {option}"
+        stem = option.split("=", 1)[0]
+        prefixes = [n for n in names if n.startswith("--") and len(n) > 3 and stem.startswith(n)]  # --out-dir: --out
+        found = max(prefixes, key=len) if prefixes else closest(option, names)
+        key = closest_key(option.lstrip("-").split("=", 1)[0].replace("-", "_"))
+        if "--set" in names and key and (found is None or found == "--set"):  # a recipe key written as an option
+            return f"{message}. Did you mean --set {key}=VALUE?"
+        return f"{message}. Did you mean {found}?" if found else f"{message} (see --help)"
+
+
+class App(typer.Typer):
+    """typer.Typer whose commands are ``Command``s."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+app = App(add_completion=True, no_args_is_help=True, rich_markup_mode=None, epilog=EXIT_CODES,
+          help="Find sparse subnetworks hidden in randomly weighted networks (edge-popup) and ship them.")
 err_console = Console(stderr=True)
 out_console = Console()
 
@@ -73,11 +121,16 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     pass
 
 
-class StopFlag:
-    """First Ctrl-C asks the search to checkpoint and stop after the current step; a second one aborts."""
+SEARCH_STOP = "stopping after this step (Ctrl-C again to abort without a checkpoint)..."
 
-    def __init__(self) -> None:
+
+class StopFlag:
+    """First Ctrl-C asks the work to stop at its next safe point (a search: checkpoint after the
+    current step; an export: after the file being written); a second one aborts."""
+
+    def __init__(self, message: str = SEARCH_STOP) -> None:
         self.requested = False
+        self.message = message
         self._previous = None
 
     def __enter__(self) -> "StopFlag":
@@ -91,7 +144,7 @@ class StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        err_console.print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)...")
+        err_console.print(f"\n{self.message}", highlight=False)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:

@@ -10,7 +10,9 @@ from typing import Any, Optional
 import typer
 
 from . import examples, tables
-from .app import app, err_console, guard, out_console, print_json, spinner
+from .app import StopFlag, app, err_console, guard, out_console, print_json, spinner
+
+EXPORT_STOP = "stopping once the file being written is complete (Ctrl-C again to abort now)..."
 
 
 @app.command(epilog=examples.EXPORT)
@@ -18,7 +20,8 @@ from .app import app, err_console, guard, out_console, print_json, spinner
 def export(
     source: Optional[Path] = typer.Argument(None, metavar="RUN_OR_ARTIFACT",
                                             help="A run folder (its last.pt), a checkpoint, or (with --onnx) an artifact."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact to write (.safetensors; a name "
+                                                                 "without a suffix gets it; NAME.onnx writes the ONNX graph)."),
     masks: list[str] = typer.Option([], "--mask", metavar="NAME=RUN",
                                     help="One named mask per run, all over one seed, in one artifact (repeatable)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
@@ -32,12 +35,19 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
     """Ship a found subnetwork: seed + bit-packed masks (safetensors) and/or a verified ONNX graph."""
+    from ..errors import Interrupted
     from ..export import export as run_export
 
-    with spinner("exporting and verifying...", quiet=as_json):
-        report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
-                            force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks,
-                            trust_code=trust_code)
+    try:
+        with StopFlag(EXPORT_STOP) as stop, spinner("exporting and verifying...", quiet=as_json):
+            report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
+                                force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks,
+                                should_stop=stop, trust_code=trust_code)
+    except KeyboardInterrupt:  # a second Ctrl-C: every write is atomic, so no file is left half-written
+        raise Interrupted("aborted; each output is either complete or not there (writes are atomic)") from None
+    if stop.requested:  # the Ctrl-C came after the last write: the work is done, and says so
+        err_console.print("note: Ctrl-C came after the last file was written; nothing was left to stop",
+                          highlight=False)
     if as_json:
         print_json(report)
     else:
@@ -85,10 +95,22 @@ def eval_command(
     int8: bool = typer.Option(False, "--int8", help="Artifacts: also quantize to int8 and measure it."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Multi-mask artifacts: the mask to evaluate (its task's data), "
                                        "or auto: infer each batch's task from its images (SupSup), per --batch-sizes."),
-    trust_code: bool = typer.Option(False, "--trust-code", help="Import the model code the file names when it is not popcli's own or an installed entry point (only for files you trust)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="DIR_OR_NPY",
+                                          help="Your own images: a folder (class sub-folders give labels) or a .npy "
+                                               "(uint8 pixels, or float32 inputs already prepared)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", metavar="FILE",
+                                          help="Labels of --inputs, in their order: a .npy of integers or a text file "
+                                               "(one class index or name a line)."),
+    latency_only: bool = typer.Option(False, "--latency-only",
+                                      help="Latency only, on generated inputs of the model's recorded shape (no data)."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Import the model code the file names when it is not "
+                                    "popcli's own or an installed entry point (only for files you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
 ) -> None:
-    """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork."""
+    """Test accuracy (PyTorch, ONNX Runtime) and latency (p50/p90/p99, images/s) of a subnetwork.
+
+    The images: the dataset it was searched on (or --dataset), your own (--inputs, --labels), or
+    none (--latency-only)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..deploy.evaluate import evaluate
@@ -102,14 +124,14 @@ def eval_command(
         if task is None:
             progress.start()
             task = progress.add_task("", total=None)
-        what = (f"accuracy: {info['engine']} on {info['images']:,} images" if kind == "accuracy"
-                else f"latency: {info['engine']}, batch {info['batch_size']}")
+        what = (f"accuracy: {info['label']} on {info['images']:,} images" if kind == "accuracy"
+                else f"latency: {info['label']}, batch {info['batch_size']}")
         progress.update(task, description=what)
 
     try:
         report = evaluate(source, dataset=dataset, data_dir=data_dir, limit=limit, batch_sizes=batch_sizes,
-                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask,
-                          trust_code=trust_code)
+                          threads=threads, provider=provider, int8=int8, on_event=on_event, mask=mask, inputs=inputs,
+                          labels=labels, latency_only=latency_only, trust_code=trust_code)
     finally:
         progress.stop()
     if as_json:

@@ -13,27 +13,37 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import examples
-from .app import app, guard, out_console, print_json
+from . import complete, examples
+from .app import App, app, guard, out_console, print_json
 
 
 @app.command(epilog=examples.MODELS)
 @guard
-def models(as_json: bool = typer.Option(False, "--json", help="Print {name: description} as JSON.")) -> None:
+def models(
+    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", autocompletion=complete.models,
+                                            help="Only names matching this shell-style pattern, e.g. 'tv_*' (quote it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {name: description} as JSON."),
+) -> None:
     """List the registered architectures (use them as model.arch)."""
-    from ..models import model_descriptions
+    from ..models import model_aliases, model_descriptions
 
-    registered = model_descriptions()
+    registered = model_descriptions(pattern)
     if as_json:
         print_json(registered)
         return
-    table = Table("name", "description", title="models (model.arch)", title_justify="left")
+    shown = f" matching {pattern!r}" if pattern else ""
+    table = Table("name", "description", title=escape(f"models (model.arch){shown}"), title_justify="left")
     for name, description in registered.items():
-        table.add_row(name, description)
+        table.add_row(escape(name), escape(description))
+    old = {alias: name for alias, name in model_aliases().items() if name in registered}
+    if old:  # renamed in 0.3: the old names still work for one release
+        table.caption = escape("old names, accepted until 0.4: " + ", ".join(f"{a} = {n}" for a, n in old.items()))
+    if not registered:
+        table.caption = escape(f"no model name matches {pattern!r}; `popcli models` lists them all")
     out_console.print(table)
 
 
-recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect recipes.")
+recipe_app = App(no_args_is_help=True, rich_markup_mode=None, help="Inspect recipes.")
 app.add_typer(recipe_app, name="recipe")
 
 
@@ -52,14 +62,18 @@ def recipes_command(as_json: bool = typer.Option(False, "--json", help="Print {n
         out_console.print(f"{name:<{width}}  {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def show_recipe(recipe, as_json: bool) -> None:
-    """Every key of the resolved ``recipe``: type, range or choices, default and value."""
+def show_recipe(recipe, as_json: bool, path=None, overrides: list[str] | None = None) -> None:
+    """Every key of the resolved ``recipe`` (read from ``path``): type, range or choices, default
+    and value; the text form starts with the recipes its keys come from (``base:``)."""
+    from ..recipe.io import bases
     from ..recipe.keys import describe_keys
 
     rows = describe_keys(recipe)
     if as_json:
         print_json(rows)
         return
+    sources = [*bases(path), *(["--set"] if overrides else [])]
+    out_console.print(escape(f"# keys from: {' <- '.join(sources)}"), highlight=False, soft_wrap=True)
     width = max(len(f"{r['key']}: {r['value']}") for r in rows)
     for row in rows:  # key: value   # type, range, default; meaning  (valid YAML: comments after values)
         kind = f"one of {' | '.join(row['choices'])}" if row["choices"] else row["type"]
@@ -85,24 +99,29 @@ def _yaml(value: Any) -> str:
 @recipe_app.command("show", epilog="Example: popcli recipe show cifar10-conv4 --set search.density=0.3")
 @guard
 def recipe_show(
-    recipe_path: Optional[str] = typer.Argument(None, metavar="[RECIPE]", help="YAML file or packaged name; omitted: the quick start."),
-    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a key (repeatable)."),
+    recipe_path: Optional[str] = typer.Argument(None, metavar="RECIPE", autocompletion=complete.recipes,
+                                                help="YAML file or packaged name; omitted: the quick start."),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", autocompletion=complete.key_values,
+                                        help="Override a key (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the keys as a JSON list on stdout."),
 ) -> None:
     """Print the resolved recipe: every key with its value, default, type and range, then exit."""
     from .. import recipe as recipes
 
-    show_recipe(recipes.load(recipe_path, overrides), as_json)
+    show_recipe(recipes.load(recipe_path, overrides), as_json, recipe_path, overrides)
 
 
-@app.command("runs", epilog="Example: popcli runs sweeps/d --csv sweeps/d/index.csv")
+@app.command("runs", epilog="Examples: popcli runs sweeps/d --csv sweeps/d/index.csv; popcli plot sweeps/d/index.csv")
 @guard
 def runs_command(
-    folder: Path = typer.Argument(Path("runs"), help="Folder searched (at any depth) for finished runs."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the rows to this CSV file (e.g. runs/index.csv)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list on stdout."),
+    folder: Path = typer.Argument(Path("runs"), metavar="FOLDER", help="Folder searched (at any depth) for finished runs."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write every column to this CSV file (the "
+                                                                  "schema of a sweep's results.csv: popcli plot reads it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows (every column) as a JSON list on stdout."),
 ) -> None:
-    """One row per finished search under FOLDER: what was searched and what it reached."""
+    """One row per finished search under FOLDER: what was searched and what it reached (--csv, --json: every column)."""
+    from rich import box
+
     from ..sweep.runs_index import index, write_index
 
     rows = index(folder)
@@ -111,16 +130,32 @@ def runs_command(
     if as_json:
         print_json(rows)
         return
-    table = Table("run", "arch", "dataset", "method", "init", "density", "seed", "epochs", "test acc", "top-5",
-                  "weights kept", "wall s", title=f"finished runs in {folder} ({len(rows)})", title_justify="left")
-    for r in rows:
-        table.add_row(escape(r["run"]), *(escape(str(r[k])) for k in ("arch", "dataset", "method", "init")),
-                      f"{r['density']:g}" if r["density"] is not None else "", str(r["seed"]),
-                      f"{r['epochs']:.2f}" if r["epochs"] is not None else "", _pct(r["test_acc"]), _pct(r["test_top5"]),
-                      f"{r['params_kept']:,}" if r["params_kept"] is not None else "",
-                      f"{r['wall_s']:.0f}" if r["wall_s"] is not None else "")
+    cells = [[escape(r["run"]), escape(str(r.get("model.arch"))), escape(str(r.get("search.method"))),
+              _pct(r.get("kept_fraction"), 3), str(r.get("seed", "")), _pct(r.get("test_acc")),
+              f"{r['steps']:,}" if isinstance(r.get("steps"), int) else "", _seconds(r.get("wall_s"))] for r in rows]
+    table = Table(title=escape(f"finished runs in {folder} ({len(rows)})"), title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False)
+    names = ("run", "arch", "method", "kept", "seed", "test acc", "steps", "wall")
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(names)]
+    # every column but the run's keeps its width; a long run name is cut (…) so that a row fits one line
+    widths[0] = max(8, min(widths[0], out_console.width - sum(widths[1:]) - 3 * (len(names) - 1)))  # pad + rule
+    for i, (name, width) in enumerate(zip(names, widths)):
+        table.add_column(name, justify="left" if i < 3 else "right", no_wrap=True, overflow="ellipsis",
+                         width=width)
+    for row in cells:
+        table.add_row(*row)
     out_console.print(table)
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
+def _pct(value: Any, digits: int | None = None) -> str:
+    """"89.20%" (or, with ``digits`` significant ones, "50%" / "1.25%"); "" for a missing value."""
+    if not isinstance(value, (int, float)):
+        return ""
+    return f"{100 * value:.{digits}g}%" if digits else f"{100 * value:.2f}%"
+
+
+def _seconds(value: Any) -> str:
+    """"42 s", "13 min", "5.2 h": a wall time in a few characters."""
+    if not isinstance(value, (int, float)):
+        return ""
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.1f} h"

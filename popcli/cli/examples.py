@@ -38,5 +38,6 @@ MODELS = """Examples:
 
 \b
   popcli models
+  popcli models 'tv_*'                                 # torchvision's models (quote the pattern)
   popcli search --set model.arch=resnet18 --set data.dataset=cifar10
 """

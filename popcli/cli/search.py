@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import Interrupted, RunError
-from . import examples, tables
+from . import complete, examples, tables
 from .app import StopFlag, app, err_console, guard, option_overrides, out_console, print_json
 
 
@@ -24,9 +24,9 @@ def _default_run_dir(recipe) -> Path:
 @app.command(epilog=examples.SEARCH)
 @guard
 def search(
-    recipe_path: Optional[Path] = typer.Argument(None, metavar="[RECIPE]",
+    recipe_path: Optional[Path] = typer.Argument(None, metavar="RECIPE", autocompletion=complete.recipes,
                                                  help="YAML recipe or a packaged recipe's name (popcli recipes); omitted: the Fashion-MNIST quick start."),
-    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", autocompletion=complete.key_values,
                                         help="Override a recipe key, value parsed as YAML (repeatable), e.g. --set search.density=0.3"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<arch>-<dataset>-<method>-d<density>-s<seed>]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -42,8 +42,10 @@ def search(
     from .. import recipe as recipes
     from ..engine.loop import search as run_search
     from ..engine.runtime import keep_freed_memory
+    from ..sweep.pool import follow_parent
     from .progress import SearchDisplay
 
+    follow_parent()  # a worker of `popcli sweep -j N` dies with the sweep (no-op otherwise)
     keep_freed_memory()  # steadier, faster CPU steps; process-wide, so the CLI decides
 
     overrides = [*overrides, *option_overrides(device=device, data_dir=data_dir)]
@@ -61,7 +63,7 @@ def search(
     if show:
         from .catalog import show_recipe
 
-        return show_recipe(recipe, as_json)
+        return show_recipe(recipe, as_json, recipe_path, overrides)
     run_dir = out or _default_run_dir(recipe)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
     try:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import EXIT_RUNTIME
+from . import complete
 from .app import StopFlag, app, err_console, guard, option_overrides, out_console, print_json
 
 SWEEP_EXAMPLES = """Examples:
@@ -41,11 +42,12 @@ def _launcher_options(items: list[str]) -> dict[str, Any]:
 @app.command(epilog=SWEEP_EXAMPLES)
 @guard
 def sweep(
-    recipe_path: Optional[str] = typer.Argument(None, metavar="[RECIPE]",
+    recipe_path: Optional[str] = typer.Argument(None, metavar="RECIPE", autocompletion=complete.recipes,
                                                 help="YAML recipe or a packaged recipe's name (popcli recipes); omitted: the quick start."),
-    grid: list[str] = typer.Option(..., "--grid", "-g", metavar="KEY=V1,V2",
+    grid: list[str] = typer.Option(..., "--grid", "-g", metavar="KEY=V1,V2", autocompletion=complete.key_values,
                                    help="Values of one recipe key (repeatable; the sweep runs the cross product)."),
-    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override for every point."),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", autocompletion=complete.key_values,
+                                        help="Override for every point."),
     out: Path = typer.Option(Path("sweeps/sweep"), "--out", "-o", help="Sweep folder (runs/, results.csv, figures)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Points run at once (worker processes; one GPU each when there "
                                                      "are several, else the CPU cores split between them)."),
@@ -118,12 +120,13 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
 @app.command("plot")
 @guard
 def plot_command(
-    results: Path = typer.Argument(..., metavar="RESULTS_CSV", help="A results.csv written by popcli sweep."),
+    results: Path = typer.Argument(..., metavar="RESULTS_CSV", help="A results.csv written by popcli sweep, or the CSV of "
+                                                                    "popcli runs --csv (the same columns)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files [default: beside the CSV]."),
 ) -> None:
     """Redraw a sweep's figures (accuracy vs % weights kept, vs width, vs parameter count, vs any varied key).
 
-    Example: popcli plot sweeps/d/results.csv -o figures/"""
+    Examples: popcli plot sweeps/d/results.csv -o figures/; popcli runs runs --csv all.csv && popcli plot all.csv"""
     from ..sweep.plot import draw
 
     for figure in draw(results, out):

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import count
+
 
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="search result", show_header=False, title_justify="left")
@@ -23,8 +25,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("training", f"{summary['steps']:,} steps = {summary['epochs']:.2f} epochs"),
         ("median step", f"{summary['step_time_ms']:.1f} ms ({summary['images_per_s']:.0f} images/s)"
                         if summary.get("step_time_ms") is not None else "n/a (no step ran in this session)"),
-        ("wall time", f"{summary['wall_s']:.1f} s on {summary['device']}"
-                      + (f" x {summary['world_size']} processes" if summary.get("world_size", 1) > 1 else "")),
+        ("wall time", _wall_time(summary)),
         *([("validation accuracy", f"{summary['val_acc'] * 100:.2f}%")] if summary.get("val_acc") is not None else []),
         *([("data", f"{summary['data_folder']}")] if summary.get("data_folder") else []),
         ("weights unchanged", "verified" if summary["weights_verified"] else "n/a (dense training)"),
@@ -33,6 +34,28 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key, value in rows:
         table.add_row(key, escape(value))
     return table
+
+
+def _wall_time(summary: dict[str, Any]) -> str:
+    """"41.2 s on cpu, 2 threads (this session 12.0 s)": every session of a resumed run counts."""
+    text = f"{summary['wall_s']:.1f} s on {where(summary)}"
+    if summary.get("world_size", 1) > 1:
+        text += f" x {summary['world_size']} processes"
+    session = summary.get("session_wall_s")
+    if session is not None and session < summary["wall_s"] - 0.05:
+        text += f" (this session {session:.1f} s)"
+    return text
+
+
+def where(summary: dict[str, Any]) -> str:
+    """"cpu, 1 thread" / "cuda:0, amp bfloat16": the device fields of a summary (``device`` alone
+    in summaries written before 0.3, which held the whole phrase)."""
+    parts = [str(summary.get("device"))]
+    if summary.get("amp"):
+        parts.append(f"amp {summary['amp']}")
+    if summary.get("threads"):
+        parts.append(count(summary["threads"], "thread"))
+    return ", ".join(parts)
 
 
 def size(nbytes: int | None) -> str:
@@ -128,30 +151,45 @@ def onnx_table(report: dict[str, Any]) -> Table:
     if "int8" in report:
         q = report["int8"]
         table.add_row("int8", escape(f"{q['path']} ({size(q['bytes'])})"))
-        table.add_row("int8 accuracy", f"{q['int8_acc']:.2%} vs fp32 {q['fp32_acc']:.2%} ({q['acc_change_points']:+.2f} "
-                                       f"points, {q['test_samples']} test images)")
-        table.add_row("int8 speed, batch 64", f"{q['batch64_int8_ms']:.2f} ms vs fp32 {q['batch64_fp32_ms']:.2f} ms "
-                                              f"({q['int8_over_fp32']:.2f}x)")
+        if q.get("int8_acc") is not None:
+            table.add_row("int8 accuracy", f"{q['int8_acc']:.2%} vs fp32 {q['fp32_acc']:.2%} ({q['acc_change_points']:+.2f} "
+                                           f"points, {q['test_samples']} test images)")
+        else:  # calibrated on the user's inputs, which come without labels
+            table.add_row("int8 vs fp32 top-1", f"{q['top1_agreement']:.2%} agreement on {q['test_samples']} inputs")
+        table.add_row("int8 latency, batch 64", int8_speed(q))
     return table
+
+
+def int8_speed(q: dict[str, Any]) -> str:
+    """"0.91 ms vs fp32 1.30 ms: int8 is 1.43x faster" (or slower): a speed, not a time ratio."""
+    ratio = q["batch64_fp32_ms"] / q["batch64_int8_ms"]  # > 1: int8 is faster
+    how = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    return f"{q['batch64_int8_ms']:.2f} ms vs fp32 {q['batch64_fp32_ms']:.2f} ms: int8 is {how}"
 
 
 def eval_tables(report: dict[str, Any]) -> list[Table]:
     machine = report["machine"]
-    top5 = report.get("top5", {})
-    accuracy = Table("engine", "test accuracy", *(["top-5"] if top5 else []),
-                     title=escape(f"accuracy on {report['test_images']:,} {report['dataset']} test images"),
-                     title_justify="left")
-    for engine, acc in report["accuracy"].items():
-        accuracy.add_row(escape(engine), f"{acc:.2%}", *([f"{top5[engine]:.2%}"] if top5 else []))
-    if report.get("search_acc") is not None:
-        accuracy.caption = f"the search reported {report['search_acc']:.2%}"
+    tables = []
+    rows = report["accuracy"]
+    if rows:
+        top5 = any(row.get("top5") is not None for row in rows)
+        where = f"{report['dataset']} test images" if report.get("dataset") else "your images (--inputs)"
+        accuracy = Table("engine", "test accuracy", *(["top-5"] if top5 else []),
+                         title=escape(f"accuracy on {report['test_images']:,} {where}"), title_justify="left")
+        for row in rows:
+            accuracy.add_row(escape(row["label"]), f"{row['top1']:.2%}", *([_pct(row.get("top5"))] if top5 else []))
+        if report.get("search_acc") is not None:
+            accuracy.caption = f"the search reported {report['search_acc']:.2%}"
+        tables.append(accuracy)
+    inputs = {"generated": ", generated inputs", "files": ", your inputs"}.get(report.get("inputs"), "")
     speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",
-                  title=escape(f"latency: {machine['cpu']}, {report['threads']} threads, {report['provider']}"),
+                  title=escape(f"latency: {machine['cpu']}, {count(report['threads'], 'thread')}, "
+                               f"{report['provider']}{inputs}"),
                   title_justify="left", caption=escape(report["note"]))
     for row in report["latency"]:
-        speed.add_row(escape(row["engine"]), str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
+        speed.add_row(escape(row["label"]), str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
                       f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
-    return [*([task_table(report["task_inference"])] if "task_inference" in report else []), accuracy, speed]
+    return [*([task_table(report["task_inference"])] if "task_inference" in report else []), *tables, speed]
 
 
 def task_table(tasks: dict[str, Any]) -> Table:
@@ -164,3 +202,7 @@ def task_table(tasks: dict[str, Any]) -> Table:
     table.caption = "task found, all masks: " + ", ".join(f"batch {size} {acc:.2%}"
                                                           for size, acc in tasks["task_id_acc"].items())
     return table
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, (int, float)) else ""

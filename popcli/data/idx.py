@@ -64,6 +64,9 @@ def read_pair(folder: Path, images_stem: str, labels_stem: str, num_classes: int
     """(images uint8 [N, 1, H, W], labels int64 [N]) from one images/labels file pair."""
     images_path, labels_path = idx_file(folder, images_stem), idx_file(folder, labels_stem)
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+    if images.shape[0] == 0 or min(images.shape[1:]) == 0:
+        raise DataError(f"{images_path}: holds {images.shape[0]} images of {images.shape[1]}x{images.shape[2]} pixels; "
+                        f"a split needs at least one image: the file is truncated or was replaced, reinstall the dataset")
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images in {images_path.name}; reinstall the dataset")
     if labels.numel() and int(labels.max()) >= num_classes:

@@ -184,3 +184,9 @@ def read_image_folder(cfg: DataConfig, seed: int):
     test_x, test_y = _stack(test_s, cfg.image_size, mode)
     source = f"{Path(cfg.data_dir).expanduser()} ({split})"
     return (train_x, train_y, test_x, test_y), names, _stats(cfg, train_x), source
+
+
+def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image file -> uint8 [channels, size, size] as this module decodes a folder's images
+    (shorter side resized to ``size``, center crop; 1 channel: grayscale, 3: RGB)."""
+    return _decode(path, size, "L" if channels == 1 else "RGB")

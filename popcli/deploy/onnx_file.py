@@ -17,7 +17,7 @@ import torch
 
 from ..artifact import preprocess
 from ..data.sample import real_inputs
-from ..errors import ArtifactError
+from ..errors import UsageError
 from ..recipe import Recipe
 from ..storage.atomic import check_output
 from ..storage.strict_json import compact
@@ -53,16 +53,20 @@ def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any
                 inputs: torch.Tensor | None = None) -> dict[str, Any]:
     """Bake, export, verify and write ``model`` as ONNX (see the module docstring); the report.
     ``inputs`` [N, C, H, W]: the images to check parity on instead of the recipe's test set (a
-    user's own data, ``data.dataset: user``); not with ``int8``, which calibrates on the recipe's."""
+    user's own data, ``data.dataset: user``); with ``int8`` they calibrate it too (no labels: the
+    int8 report gives its top-1 agreement with fp32 instead of accuracies)."""
     path = Path(path)
     check_output(path, force, "--onnx")
     if int8:
         check_output(int8_path(path), force, "--onnx")
     shape = tuple(int(d) for d in data_info["shape"])
-    if inputs is not None and int8:
-        raise ArtifactError("int8 calibrates on the recipe's dataset; export int8 without inputs=")
+    dataset = data_info["dataset"] if "dataset" in data_info else recipe.data.dataset
+    if int8 and inputs is None and dataset is None:  # saved without a dataset: its "data" would be stand-in noise
+        raise UsageError("--int8 calibrates on the training images of the model's dataset, and this model was saved "
+                         "without one; calibrate on your own images: popcli.export.export(artifact, onnx=path, "
+                         "int8=True, inputs=x)")
     # parity on the first ``samples`` test images; int8's accuracy on the whole test set
-    x_test, y_test, x_train = ((inputs, None, None) if inputs is not None else
+    x_test, y_test, x_train = ((inputs, None, inputs[:CALIBRATION_IMAGES]) if inputs is not None else
                                real_inputs(recipe, data_dir, test=10**9 if int8 else samples,
                                            train=CALIBRATION_IMAGES if int8 else 0))
     model = model.eval()

@@ -61,22 +61,26 @@ def evaluate_tasks(source: str | Path, *, batch_sizes: list[int], limit: int | N
         x, y, _ = real_inputs(view.recipe, data_dir, test=limit or 10**9)
         data[name] = x
         for size in batch_sizes:
-            on_event("accuracy", {"engine": f"task inference, mask {name}, batch {size}", "images": len(y)})
+            on_event("accuracy", {"engine": "task_inference", "label": f"task inference, mask {name}, batch {size}",
+                                  "images": len(y)})
             rows.append({**task_accuracy(mixture, models, name, x, y, size), "dataset": view.recipe.data.dataset,
                          "permute_task": view.recipe.data.permute_task})
     images = sum(len(x) for x in data.values())
-    accuracy = {"given task (its own mask)": _mean(rows, "acc_given", batch_sizes[0])}
+    where = {"runtime": "pytorch", "device": "cpu", "threads": threads}
+    accuracy = [{"engine": "task_given", "label": "given task (its own mask)", **where,
+                 "top1": _mean(rows, "acc_given", batch_sizes[0]), "top5": None}]
     for size in batch_sizes:
-        accuracy[f"inferred task, batch {size}"] = _mean(rows, "acc_inferred", size)
+        accuracy.append({"engine": f"task_inferred_b{size}", "label": f"inferred task, batch {size}", **where,
+                         "top1": _mean(rows, "acc_inferred", size), "top5": None})
     speed = []
     first = next(iter(data.values()))
     for size in batch_sizes:
         batch = first[:size] if len(first) >= size else first.repeat(-(-size // len(first)), 1, 1, 1)[:size]
-        on_event("latency", {"engine": "task inference", "batch_size": size})
-        speed.append({"engine": "task inference (SupSup one-shot)", "batch_size": size, "threads": threads,
-                      "runtime": "pytorch", **latency(lambda: mixture.infer(batch), size)})
-    return {"source": str(source), "kind": "artifact", "mask": "auto", "dataset": "each mask's own",
-            "test_images": images, "search_acc": None, "threads": threads, "provider": "pytorch",
+        on_event("latency", {"engine": "task_inference", "label": "task inference", "batch_size": size})
+        speed.append({"engine": "task_inference", "label": "task inference (SupSup one-shot)", **where,
+                      "batch_size": size, **latency(lambda: mixture.infer(batch), size)})
+    return {"source": str(source), "kind": "artifact", "mask": "auto", "inputs": "dataset",
+            "dataset": "each mask's own", "test_images": images, "search_acc": None, "threads": threads, "provider": "pytorch",
             "machine": machine(), "accuracy": accuracy, "latency": speed, "note": NOTE,
             "task_inference": {"masks": list(views), "batch_sizes": list(batch_sizes), "rows": rows,
                                "task_id_acc": {str(size): _mean(rows, "task_id_acc", size, by="batches")

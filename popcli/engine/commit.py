@@ -15,7 +15,7 @@ from ..errors import RunError, option
 from ..storage import atomic, checkpoint as ckpt
 from ..version import __version__
 from . import distributed
-from .job import Job, Progress
+from .job import Job, Progress, normalize
 
 RESUMABLE_KEYS = ("epochs", "max_steps", "checkpoint_every_steps")  # search keys a resume may change
 KEPT = "the last checkpoint is kept (resume with --resume)"
@@ -36,6 +36,7 @@ def save(job: Job, prog: Progress) -> None:
                       **job.splits.info.preprocessing()},  # + mean, std, class_names (what the artifact records)
         "metrics": dict(job.last_metrics),  # the last epoch's record: what an export reports
         "metrics_lines": list(job.metrics_lines),  # metrics.jsonl as of this checkpoint
+        "wall_s": job.wall_s(),  # of every session so far: a resumed run's summary counts them all
         "popcli_version": __version__,
     }
     schedule = getattr(job.model, "_popcli_density_schedule", None)
@@ -57,7 +58,7 @@ def restore(job: Job, prog: Progress) -> None:
     """Load last.pt on rank 0 and hand it to every rank (no shared filesystem needed)."""
     state = job.dist.broadcast(ckpt.load_checkpoint(job.run_dir / "last.pt", required=ckpt.CHECKPOINT_KEYS)
                                if job.dist.main else None)
-    saved = from_dict(state["recipe"])
+    saved = normalize(from_dict(state["recipe"]))  # an older run's alias or relative data_dir: as recorded now
     for section in ("seed", "model", "data", "search"):
         a, b = getattr(saved, section), getattr(job.recipe, section)
         if section == "search":
@@ -80,6 +81,7 @@ def restore(job: Job, prog: Progress) -> None:
         if key in Progress.__dataclass_fields__:
             setattr(prog, key, value)
     job.last_metrics = state.get("metrics", {})
+    job.earlier_wall_s = float(state.get("wall_s") or 0.0)  # checkpoints before 0.3 did not record it
     if "metrics_lines" in state:  # checkpoints before kill-safety: metrics.jsonl is left as it is
         job.metrics_lines = list(state["metrics_lines"])
         if job.dist.main:  # a kill after the commit point: redo what followed it

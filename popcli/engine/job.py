@@ -7,6 +7,7 @@ estimate, data, model, optimizer), so it runs before an old run is replaced.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,7 @@ import torch
 from ..data import Splits, load_data
 from ..errors import PopcliError
 from ..methods import schedule as density_schedule
-from ..models import build_model, input_size
+from ..models import build_model, canonical_arch, input_size
 from ..recipe import Recipe
 from . import distributed, memory
 from .optim import make_optimizer, trainable_parameters
@@ -56,6 +57,22 @@ class Job:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     metrics_lines: list[str] = field(default_factory=list)  # metrics.jsonl, committed with last.pt
+    started: float = field(default_factory=time.perf_counter)  # this session's start (perf_counter)
+    earlier_wall_s: float = 0.0  # wall seconds of the sessions before this one, up to their last checkpoint
+
+    def wall_s(self) -> float:
+        """Wall seconds of the whole run so far: every earlier session (to its last checkpoint) and this one."""
+        return self.earlier_wall_s + time.perf_counter() - self.started
+
+
+def normalize(recipe: Recipe) -> Recipe:
+    """What a run records, in place: the registered name of an old ``model.arch`` alias
+    (``resnet50`` -> ``tv_resnet50``) and ``data.data_dir`` as an absolute path (a relative one
+    would point elsewhere from another folder: export, eval and resume read it back)."""
+    recipe.model.arch = canonical_arch(recipe.model.arch)
+    if recipe.data.data_dir:
+        recipe.data.data_dir = str(Path(recipe.data.data_dir).expanduser().absolute())
+    return recipe
 
 
 def build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool],

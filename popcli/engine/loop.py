@@ -39,7 +39,7 @@ from ..storage import atomic, checkpoint as ckpt, runlock, strict_json
 from ..version import __version__
 from . import distributed, tb_log
 from .commit import derive_from_last, restore, save
-from .job import EventHandler, Job, Progress, build_job
+from .job import EventHandler, Job, Progress, build_job, normalize
 from .optim import learning_rate, set_learning_rate
 from .runtime import Runtime
 
@@ -182,7 +182,7 @@ def _verify_weights(job: Job) -> bool:
     return True
 
 
-def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> dict[str, Any]:
+def _summary(job: Job, prog: Progress, final: dict[str, Any]) -> dict[str, Any]:
     recipe, info = job.recipe, job.splits.info
     total, kept = count_params(job.model)
     timed = prog.step_times[WARMUP_STEPS:] or prog.step_times
@@ -192,7 +192,9 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
     return {**reached,
         "test_acc": final["test_acc"], "test_top5": final.get("test_top5"), "test_loss": final["test_loss"],
         "val_acc": final.get("val_acc"),
-        "params_total": total, "params_kept": kept, "density": recipe.search.density,
+        # dense training keeps every weight: its density is 1, whatever the recipe's unused value
+        "params_total": total, "params_kept": kept,
+        "density": 1.0 if recipe.search.method == "dense" else recipe.search.density,
         "kept_fraction": kept / total if total else 1.0,
         "seed": recipe.seed, "method": recipe.search.method, "arch": recipe.model.arch,
         "init": recipe.model.init, "dataset": info.name, "data_folder": info.source,
@@ -200,7 +202,8 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any], wall_s: float) -> 
         "steps": prog.global_step,
         "step_time_ms": step_s * 1e3 if step_s else None,
         "images_per_s": recipe.data.batch_size / step_s if step_s else None,
-        "wall_s": wall_s, "device": job.runtime.describe(), "world_size": job.dist.world,
+        "wall_s": job.wall_s(), "session_wall_s": time.perf_counter() - job.started,  # all sessions; this one
+        **job.runtime.fields(), "world_size": job.dist.world,
         "weights_verified": _verify_weights(job),
         "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
         "run_dir": str(job.run_dir), "popcli_version": __version__,
@@ -215,7 +218,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
     ``user_model``/``user_data``: the caller's model and loaders instead of the recipe's (see
     ``engine.api``, which builds them and the recipe describing them)."""
     started = time.perf_counter()
-    resolve(recipe)  # unset optimizer keys take the method's defaults (recorded in recipe.yaml)
+    normalize(resolve(recipe))  # unset optimizer keys: the method's defaults; arch alias, data_dir absolute
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0  # rank 0 owns the run folder
     lock = runlock.RunLock(run_dir).acquire() if main else None
@@ -231,7 +234,8 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
         if main:
             job.on_event, close_log = tb_log.attach(recipe, run_dir, job.on_event)  # a missing package: before any change
             ckpt.start_run_dir(run_dir, resume=resume, force=force)
-        summary = _run(job, resume, started)
+        job.started = started  # the session began before the job was built
+        summary = _run(job, resume)
     except BaseException:
         distributed.teardown()  # torchrun: leave the process group, whatever the other ranks do
         raise
@@ -264,7 +268,7 @@ def _finished_summary(job: Job, prog: Progress) -> dict[str, Any] | None:
         return None  # finished but its summary is missing or damaged: _run evaluates and rewrites it
 
 
-def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
+def _run(job: Job, resume: bool) -> dict[str, Any]:
     """The body of ``search``: epochs, checkpoints, summary."""
     recipe, run_dir = job.recipe, job.run_dir
     prog = Progress()
@@ -288,7 +292,7 @@ def _run(job: Job, resume: bool, started: float) -> dict[str, Any]:
         final = job.last_metrics
     if final is None:  # zero steps: evaluate what is there
         final = _final_metrics(job)
-    summary = _summary(job, prog, final, time.perf_counter() - started)
+    summary = _summary(job, prog, final)
     if job.dist.main:
         atomic.atomic_write_text(run_dir / "summary.json", strict_json.dumps(summary, indent=2) + "\n")
     job.on_event("done", summary)

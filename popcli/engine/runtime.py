@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import PopcliError, UsageError
+from ..errors import PopcliError, UsageError, count
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,15 @@ class Runtime:
     def needs_grad_scaler(self) -> bool:
         return self.amp_dtype is torch.float16
 
+    def fields(self) -> dict[str, str | int | None]:
+        """{"device": "cpu" | "cuda:0" | ..., "threads": torch's CPU threads (None off the CPU),
+        "amp": "bfloat16" | "float16" | None}: what a summary records, one fact per key."""
+        return {"device": str(self.device), "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+                "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None}
+
     def describe(self) -> str:
         amp = f", amp {str(self.amp_dtype).removeprefix('torch.')}" if self.amp_dtype else ""
-        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        threads = f", {count(torch.get_num_threads(), 'thread')}" if self.device.type == "cpu" else ""
         return f"{self.device}{amp}{threads}"
 
 

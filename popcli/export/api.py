@@ -13,26 +13,76 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .. import artifact
-from ..errors import ArtifactError, UsageError
+from ..errors import ArtifactError, Interrupted, UsageError
 from ..storage.atomic import check_output
 from .run import check_codec, find_checkpoint, model_from_checkpoint, write_artifact
+
+
+ARTIFACT_SUFFIX, ONNX_SUFFIX = ".safetensors", ".onnx"
+
+
+def output_paths(out: str | Path | None, onnx: str | Path | None) -> tuple[Path | None, Path | None]:
+    """(artifact path, ONNX path) that ``-o`` and ``--onnx`` name: ``-o x.onnx`` writes the ONNX graph
+    its suffix names, a name without a suffix gets the option's (``-o d03`` -> ``d03.safetensors``),
+    any other suffix is refused (a UsageError naming the file to write instead)."""
+    out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
+    if out is not None and out.suffix.lower() == ONNX_SUFFIX:
+        if onnx is not None:
+            raise UsageError(f"-o {out} names an ONNX file and --onnx {onnx} another; -o is the artifact "
+                             f"({ARTIFACT_SUFFIX}): give -o NAME{ARTIFACT_SUFFIX} --onnx {onnx}")
+        out, onnx = None, out
+    return _suffixed(out, "-o", ARTIFACT_SUFFIX), _suffixed(onnx, "--onnx", ONNX_SUFFIX)
+
+
+def _suffixed(path: Path | None, option: str, suffix: str) -> Path | None:
+    if path is None or path.suffix.lower() == suffix or _is_dir(path):  # a folder: check_output says so
+        return path
+    if not path.suffix:
+        return path.with_name(path.name + suffix)
+    raise UsageError(f"{option} {path}: popcli writes a {suffix} file there, not {path.suffix}; name it "
+                     f"{path.with_suffix(suffix)}")
+
+
+def _stopper(should_stop: Callable[[], bool]) -> Callable[[list, list], None]:
+    """``stop(written, left)``: Interrupted naming what was written and what was not, if a stop was asked."""
+
+    def stop(written: list[Path | None], left: list[Path | None]) -> None:
+        if not should_stop():
+            return
+        done = [str(p) for p in written if p is not None]
+        todo = [str(p) for p in left if p is not None]
+        so_far = f"{', '.join(done)} written (complete and verified); " if done else "nothing written; "
+        raise Interrupted(f"stopped: {so_far}not written: {', '.join(todo)}")
+
+    return stop
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a symlink loop: check_output names it
+        return False
 
 
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
            data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
-           inputs: torch.Tensor | None = None, trust_code: bool = False) -> dict[str, Any]:
+           inputs: torch.Tensor | None = None, trust_code: bool = False,
+           should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
     checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
     ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
     ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set.
     ``trust_code``: build a model whose builder the run or artifact names even when it is not
-    popcli's own or an installed entry point (``models.trust``)."""
+    popcli's own or an installed entry point (``models.trust``).
+    ``should_stop()`` (a Ctrl-C) is asked between the steps, never inside a write: true before a
+    file is written raises ``Interrupted`` saying which were written (complete) and which not; a
+    stop asked after the last write changes nothing (the work is done)."""
     from ..deploy.onnx_file import export_onnx, file_sha256  # onnx, onnxruntime: only when asked
 
     if masks:
@@ -41,12 +91,15 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         if source is not None or onnx is not None or out is None:
             raise ArtifactError("--mask NAME=RUN builds one multi-mask artifact: pass -o FILE and no run or --onnx "
                                 "(export ONNX per mask from single runs)")
+        out, onnx = output_paths(out, None)
+        if out is None:
+            raise UsageError(f"--mask NAME=RUN writes one artifact: -o NAME{ARTIFACT_SUFFIX}, not an ONNX file")
         return artifact.inspect(write_bundle(masks, out, codec=codec, force=force, trust_code=trust_code),
                                 trust_code=True)  # the runs' builder was built (trusted) to write it
     if source is None:
         raise ArtifactError("nothing to export: pass a run folder, a checkpoint or an artifact (or --mask NAME=RUN)")
 
-    out, onnx = (Path(out) if out else None), (Path(onnx) if onnx else None)
+    out, onnx = output_paths(out, onnx)
     if out is None and onnx is None:
         raise UsageError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
     if onnx is None and (prune_dead_units or int8):
@@ -63,6 +116,7 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         check_output(int8_path(onnx), force, "--onnx")
     if out is not None and onnx is not None and os.path.realpath(out) == os.path.realpath(onnx):
         raise ArtifactError(f"-o and --onnx are the same file {str(out)!r}; give them different names")
+    stop = _stopper(should_stop or (lambda: False))
     source = Path(source)
     if artifact.is_safetensors(source):
         if out is not None:
@@ -75,12 +129,14 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     else:
         ckpt = find_checkpoint(source)
         if out is not None:
+            stop([], [out, onnx])
             model, recipe, info, report = write_artifact(ckpt, out, codec, force, trust_code)
             source_sha = report["content_sha256"]
         else:
             (model, recipe, info, _), report = model_from_checkpoint(ckpt, trust_code), {"source": str(ckpt)}
             source_sha = file_sha256(ckpt)
     if onnx is not None:
+        stop([out], [onnx])
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
                                      prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
                                      force=force, inputs=inputs)

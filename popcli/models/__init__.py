@@ -13,10 +13,10 @@ from .build import (build_architecture, build_model, count_params, init_density,
                     regenerate_weights, weight_layers)
 from .hooks import GlobalTopK, SupermaskSampler, enable_global_topk, masked_layers, refresh_global_masks, set_step
 from .layers import layer_factories
-from .lookup import get_model_builder, list_models, model_descriptions
+from .lookup import canonical_arch, get_model_builder, list_models, model_aliases, model_descriptions
 from .registry import register_model
 
-__all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "count_params",
+__all__ = ["GlobalTopK", "SupermaskSampler", "build_architecture", "build_model", "canonical_arch", "count_params",
            "enable_global_topk", "get_model_builder", "init_density", "input_size", "init_weights", "layer_factories",
-           "list_models", "masked_layers", "model_descriptions", "refresh_global_masks", "regenerate_weights",
-           "register_model", "set_step", "weight_layers"]
+           "list_models", "masked_layers", "model_aliases", "model_descriptions", "refresh_global_masks",
+           "regenerate_weights", "register_model", "set_step", "weight_layers"]

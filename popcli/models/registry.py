@@ -38,6 +38,7 @@ from ..errors import ModelError
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
+_ALIASES: dict[str, str] = {}  # an old name -> the registered one (accepted for one release, then removed)
 
 
 def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
@@ -63,13 +64,33 @@ def accepts(builder: Builder, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def register_alias(old: str, name: str) -> None:
+    """Accept ``old`` for the registered ``name`` (a renamed model keeps working for a release)."""
+    if old in _REGISTRY or old in _ALIASES or name not in _REGISTRY:
+        raise ModelError(f"cannot alias {old!r} to {name!r}: the old name is taken or the new one is not registered")
+    _ALIASES[old] = name
+
+
+def canonical_name(name: str) -> str:
+    """The registered name ``name`` stands for (itself unless it is an old alias)."""
+    return _ALIASES.get(name, name)
+
+
+def aliases() -> dict[str, str]:
+    """{old name: registered name} of the renamed models still accepted."""
+    return dict(_ALIASES)
+
+
 def is_registered(name: str) -> bool:
-    """Whether ``name`` is in this process's registry (popcli's models and ``register_model`` calls)."""
-    return name in _REGISTRY
+    """Whether ``name`` is in this process's registry (popcli's models and ``register_model`` calls,
+    old aliases included)."""
+    return canonical_name(name) in _REGISTRY
 
 
 def registered_builder(name: str) -> Builder | None:
-    """The builder registered as ``name`` in this process, or None (entry points not consulted)."""
+    """The builder registered as ``name`` (or an alias of it) in this process, or None (entry
+    points not consulted)."""
+    name = canonical_name(name)
     return _REGISTRY[name][0] if name in _REGISTRY else None
 
 

@@ -10,7 +10,7 @@ constructors take no layer factories, so these builders use the contract's ``den
 ignore ``conv_layer``/``linear_layer``/``norm_layer``; they take ``model.biases``/``model.norms``
 (``models.policy``: biases dropped and norms non-affine by default, as the paper's models).
 Attention is masked through ``SubnetMultiheadAttention``. ``width`` is fixed by the definition
-(wide_resnet50_2 is the wide one). Another ``in_channels`` rebuilds the first conv. Layer names
+(tv_wide_resnet50_2 is the wide one). Another ``in_channels`` rebuilds the first conv. Layer names
 are torchvision's (conv1, layer1.0.conv1, ..., fc; encoder.layers.encoder_layer_0.self_attention.in_proj, ...).
 """
 
@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..errors import ModelError
 from ..nn import to_subnet_layers
 from .policy import check_unhandled
-from .registry import register_model
+from .registry import register_alias, register_model
 
 
 def _with_in_channels(model: nn.Module, in_channels: int) -> None:
@@ -42,7 +42,7 @@ def torchvision_model(name: str, *, in_channels: int, num_classes: int, width: f
     """
     if width != 1.0:
         raise ModelError(f"{name}: model.width={width} is not supported for torchvision models; set model.width=1 "
-                         f"(wide_resnet50_2 is the wide variant)")
+                         f"(tv_wide_resnet50_2 is the wide variant)")
     import torchvision  # here, not at import: fc/convN models and artifacts of them need no torchvision
 
     make = getattr(torchvision.models, name)
@@ -82,14 +82,20 @@ def _register(registry_name: str, tv_name: str, description: str, image_size: bo
 
 
 _register("tv_resnet18", "resnet18", "torchvision ResNet-18 (ImageNet layout, 7x7 stem + max-pool) via subnetify")
-_register("resnet50", "resnet50", "torchvision ResNet-50 via subnetify (the paper's ImageNet model)")
-_register("resnet101", "resnet101", "torchvision ResNet-101 via subnetify")
-_register("wide_resnet50_2", "wide_resnet50_2", "torchvision Wide ResNet-50-2 via subnetify")
+_register("tv_resnet50", "resnet50", "torchvision ResNet-50 via subnetify (the paper's ImageNet model)")
+_register("tv_resnet101", "resnet101", "torchvision ResNet-101 via subnetify")
+_register("tv_wide_resnet50_2", "wide_resnet50_2", "torchvision Wide ResNet-50-2 via subnetify")
 _register("tv_mobilenet_v3_small", "mobilenet_v3_small", "torchvision MobileNetV3-Small via subnetify")
 _register("tv_efficientnet_b0", "efficientnet_b0", "torchvision EfficientNet-B0 via subnetify")
 _register("tv_convnext_tiny", "convnext_tiny", "torchvision ConvNeXt-Tiny via subnetify (LayerNorm, layer scale)")
 _register("tv_regnet_y_400mf", "regnet_y_400mf", "torchvision RegNetY-400MF via subnetify")
 _register("tv_vit_b_16", "vit_b_16", "torchvision ViT-B/16 via subnetify (masked attention); image_size % 16 == 0",
           image_size=True)
-_register("vit_tiny", "VisionTransformer", "a small ViT for 32x32 inputs (patch 4, 6 layers, 3 heads, width 192) "
+_register("tv_vit_tiny", "VisionTransformer", "a small ViT for 32x32 inputs (patch 4, 6 layers, 3 heads, width 192) "
           "via subnetify", image_size=True, patch_size=4, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768)
+
+# the names before 0.3 (every torchvision model is tv_*): accepted, recorded as the new name, removed in 0.4
+OLD_NAMES = {"resnet50": "tv_resnet50", "resnet101": "tv_resnet101", "wide_resnet50_2": "tv_wide_resnet50_2",
+             "vit_tiny": "tv_vit_tiny"}
+for _old, _new in OLD_NAMES.items():
+    register_alias(_old, _new)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from ..errors import RecipeError
+from ..errors import RecipeError, did_you_mean
 
 QUICKSTART = "quickstart"  # the recipe `popcli search` runs when given none
 
@@ -37,8 +37,9 @@ def packaged_text(name: str) -> str | None:
 
 
 def unknown(name: str) -> RecipeError:
-    return RecipeError(f"recipe {name!r} not found: pass a YAML file or a packaged recipe's name "
-                       f"({', '.join(packaged())}; `popcli recipes` lists them)")
+    names = packaged()
+    return RecipeError(f"recipe {name!r} not found{did_you_mean(name, names)}: pass a YAML file or a packaged "
+                       f"recipe's name ({', '.join(names)}; `popcli recipes` lists them)")
 
 
 def quickstart_text() -> str:

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
-from ..errors import RecipeError
+from ..errors import RecipeError, closest, did_you_mean, shown
 from ..methods import METHODS, OPTIMIZER_KEYS, optimizer_default
 from ..rng import INITS, MAX_SEED
 
@@ -133,10 +133,7 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def short(value: Any) -> str:
-    """repr(value), cut to fit one line of an error message (a 5000-digit seed)."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+short = shown  # repr cut to one line; a 5000-digit seed is described by its length (errors.shown)
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
@@ -236,7 +233,8 @@ def unresolved(data: dict[str, Any] | None) -> Recipe:
     top = _section_types(Recipe)
     for key, value in data.items():
         if key not in top:
-            raise RecipeError(f"unknown recipe key {short(key)}; valid top-level keys: {', '.join(top)}")
+            raise RecipeError(f"unknown recipe key {short(key)}{did_you_mean(key, top)}; valid top-level keys: "
+                              f"{', '.join(top)}")
         if key == "seed":
             recipe.seed = coerce("seed", value, int)
             _check_range("seed", recipe.seed)
@@ -250,6 +248,31 @@ def unresolved(data: dict[str, Any] | None) -> Recipe:
     return check_values(recipe)
 
 
+def all_keys() -> list[str]:
+    """Every recipe key, dotted (``seed``, ``model.arch``, ...), in schema order."""
+    sections = {"model": ModelConfig, "data": DataConfig, "search": SearchConfig}
+    return ["seed", *(f"{name}.{key}" for name, cls in sections.items() for key in _section_types(cls))]
+
+
+def closest_key(word: str) -> str | None:
+    """The recipe key a mistyped or section-less ``word`` most likely means ("density" ->
+    "search.density", "search.densty" -> "search.density"), or None."""
+    keys = all_keys()
+    if word in keys:
+        return word
+    by_name = {key.rsplit(".", 1)[-1]: key for key in keys}
+    name = str(word).rsplit(".", 1)[-1]
+    if name in by_name:  # "density" or "model.density": the key of that name
+        return by_name[name]
+    return closest(word, keys) or by_name.get(closest(name, by_name) or "")
+
+
+def suggest_key(word: str) -> str:
+    """" (did you mean 'search.density'?)" for a mistyped or section-less key, or ""."""
+    found = closest_key(word)
+    return f" (did you mean {found!r}?)" if found and found != word else ""
+
+
 def set_key(recipe: Recipe, dotted: str, value: Any, validate: bool = True) -> Recipe:
     """Set ``section.key`` (or ``seed``) on ``recipe`` in place, type- and range-checked."""
     if dotted == "seed":
@@ -259,10 +282,12 @@ def set_key(recipe: Recipe, dotted: str, value: Any, validate: bool = True) -> R
     section_name, _, key = dotted.partition(".")
     sections = {"model": ModelConfig, "data": DataConfig, "search": SearchConfig}
     if section_name not in sections or not key:
-        raise RecipeError(f"unknown recipe key {short(dotted)}; keys look like seed, model.arch, data.batch_size, search.lr")
+        raise RecipeError(f"unknown recipe key {short(dotted)}{suggest_key(dotted)}; keys look like "
+                          f"seed, model.arch, data.batch_size, search.lr (popcli recipe show lists them)")
     types_ = _section_types(sections[section_name])
     if key not in types_:
-        raise RecipeError(f"unknown recipe key {short(dotted)}; valid {section_name} keys: {', '.join(types_)}")
+        raise RecipeError(f"unknown recipe key {short(dotted)}{suggest_key(dotted)}; valid "
+                          f"{section_name} keys: {', '.join(types_)}")
     coerced = coerce(dotted, value, types_[key])
     _check_range(dotted, coerced)
     setattr(getattr(recipe, section_name), key, coerced)

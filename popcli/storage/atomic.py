@@ -15,6 +15,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
@@ -52,11 +53,54 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+_TEMP_SUFFIX = len(".XXXXXXXX.tmp")
+STALE_AFTER_S = 5.0  # an unlocked temporary file at least this old belongs to a writer that died
+
+
+def _temp_stem(name: str, limit: int) -> str:
+    """``.NAME`` cut so that ``.NAME.XXXXXXXX.tmp`` fits ``limit`` bytes."""
+    encoded = os.fsencode(name)[: max(1, limit - 1 - _TEMP_SUFFIX)]
+    return "." + os.fsdecode(encoded).encode("utf-8", "ignore").decode("utf-8", "ignore")
+
+
 def temp_name(name: str, limit: int = 255) -> str:
     """``.NAME.XXXXXXXX.tmp`` beside NAME, with NAME cut so the whole fits ``limit`` bytes."""
-    suffix = f".{secrets.token_hex(4)}.tmp"
-    encoded = os.fsencode(name)[: max(1, limit - 1 - len(suffix))]
-    return "." + os.fsdecode(encoded).encode("utf-8", "ignore").decode("utf-8", "ignore") + suffix
+    return f"{_temp_stem(name, limit)}.{secrets.token_hex(4)}.tmp"
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` that killed writers left (``.NAME.XXXXXXXX.tmp``):
+    a live writer holds an exclusive ``flock`` on its temporary file from the moment it creates
+    it, so one that nobody holds and that is older than ``STALE_AFTER_S`` is a dead writer's.
+    Returns what was removed; a file that cannot be checked or removed is left alone."""
+    import fcntl
+    import re
+    import time
+
+    folder = path.parent
+    pattern = re.compile(re.escape(_temp_stem(path.name, _name_max(folder))) + r"\.[0-9a-f]{8}\.tmp")
+    removed = []
+    try:
+        candidates = [p for p in folder.glob(".*.tmp") if pattern.fullmatch(p.name)]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            info = os.lstat(candidate)
+            if not stat.S_ISREG(info.st_mode) or time.time() - info.st_ctime < STALE_AFTER_S:
+                continue  # not a file, or a writer that may not have locked it yet
+            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer lives
+            os.unlink(candidate)
+            removed.append(candidate)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -114,14 +158,16 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
         raise StorageError(f"folder {str(folder)!r} does not exist; create it or choose another path")
     if is_dir:
         raise StorageError(f"{str(path)!r} is a folder; choose a file name")
+    remove_stale_temps(path)  # what a writer killed before its rename left (SIGKILL during an export)
     tmp = folder / temp_name(path.name, _name_max(folder))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as err:
         raise storage_error(path, err, kept) from None
     try:
+        _lock(fd)  # held until the file is published: remove_stale_temps leaves a live writer's file alone
         faults.point(f"open:{path.name}")
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb", closefd=False) as f:
             if isinstance(fill, (bytes, bytearray, memoryview)):
                 f.write(fill)
             elif fill is not None:
@@ -144,7 +190,18 @@ def write_atomic(path: str | Path, fill: bytes | Callable[[BinaryIO], None] | No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     faults.point(f"rename:{path.name}")
+
+
+def _lock(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a filesystem without flock: the age rule of remove_stale_temps still protects it
+        pass
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], *, exclusive: bool = False) -> None:

@@ -6,6 +6,7 @@ created, ``write:NAME`` after the data is in it, ``rename:NAME`` after it replac
 
     POPCLI_FAULT=kill@write:last.pt#2     SIGKILL this process at the 2nd ``write:last.pt``
     POPCLI_FAULT=enospc@open:metrics.jsonl raise OSError(ENOSPC) there (a full disk)
+    POPCLI_FAULT=sigint@rename:a.safetensors  send this process SIGINT there (a Ctrl-C at that moment)
     POPCLI_FAULT_TRACE=/path/file          append every point passed to that file, one a line
 
 The count (``#N``, default 1) is per process. Nothing here is used by popcli's own logic.
@@ -18,7 +19,7 @@ import os
 import signal
 
 _hits: dict[str, int] = {}
-_ACTIONS = {"kill", "enospc", "eacces", "erofs"}
+_ACTIONS = {"kill", "sigint", "enospc", "eacces", "erofs"}
 
 
 def point(name: str) -> None:
@@ -37,8 +38,9 @@ def point(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] != int(count or 1):
         return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if action in ("kill", "sigint"):
+        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGINT)
+        return
     code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES, "erofs": errno.EROFS}[action]
     raise OSError(code, os.strerror(code))
 

@@ -5,38 +5,26 @@ point under ``out/runs/`` (named after the point, plus a hash of every override 
 sweeps with different ``--set`` values never share a folder). A point whose run finished is
 skipped; one that was interrupted is resumed. After every point, ``out/results.csv`` is
 rewritten (atomically) from every finished run in ``out/runs/``, so several sweeps into the same
-folder accumulate (a second method, another learning rate); its columns are the usual keys plus
-every other recipe key that differs between the runs. Points run here one by one, ``jobs`` at
+folder accumulate (a second method, another learning rate); its columns are ``runs_index``'s (the
+schema ``popcli runs`` writes too): the usual keys, every other recipe key that differs between
+the runs, the results. The report lists every point with its status and metrics. Points run here one by one, ``jobs`` at
 once in worker processes (their recipes in ``out/points/``), or one cluster task each
 (``pool``); a failed point is reported and the others run. Figures: ``plot``. Nothing prints.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from .. import recipe as recipes
 from ..errors import RecipeError
-from ..storage.atomic import atomic_write_text
-from . import pool
+from . import pool, runs_index
 
 EventHandler = Callable[[str, dict[str, Any]], None]
-# results.csv columns: the recipe keys sweeps usually vary, then every other resolved recipe key
-# that differs between the runs, then what the search reached (epochs_run: as actually run,
-# fractional when search.max_steps stopped it mid-epoch)
-RECIPE_COLUMNS = ("seed", "model.arch", "model.init", "model.width", "model.hidden", "data.dataset", "search.method",
-                  "search.density", "search.epochs", "search.max_steps", "search.lr", "search.optimizer")
-SUMMARY_COLUMNS = ("test_acc", "val_acc", "params_kept", "params_total", "kept_fraction", "steps", "epochs_run",
-                   "step_time_ms", "wall_s")
 
 
 def _split_values(text: str) -> list[str]:
@@ -81,52 +69,28 @@ def point_name(point: list[str], recipe: recipes.Recipe) -> str:
     return f"{readable}-{digest}"
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def collect(out: Path) -> list[dict[str, Any]]:
-    """One row per finished run under ``out/runs`` (every resolved recipe key + the summary's
-    figures), sorted by run name."""
-    rows = []
-    for run in sorted((out / "runs").glob("*/summary.json")):
-        folder = run.parent
-        try:
-            summary = json.loads(run.read_text())
-            recipe = _flat(yaml.safe_load((folder / "recipe.yaml").read_text()))
-        except (OSError, json.JSONDecodeError, yaml.YAMLError, AttributeError):
-            continue  # a damaged run folder is left out, not fatal
-        summary["epochs_run"] = summary.get("epochs")
-        row = {"run": folder.name, **recipe, **{k: summary.get(k) for k in SUMMARY_COLUMNS}}
-        rows.append(row)
-    return rows
-
-
-def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Recipe keys beyond RECIPE_COLUMNS whose value differs between ``rows`` (first-seen order)."""
-    keys = dict.fromkeys(k for r in rows for k in r if k not in RECIPE_COLUMNS and k not in SUMMARY_COLUMNS
-                         and k != "run")
-    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+    """One row per finished run under ``out/runs`` (``runs_index``'s schema), sorted by run name."""
+    rows = (runs_index.run_row(folder, folder.name) for folder in sorted((out / "runs").glob("*")) if folder.is_dir())
+    return [row for row in rows if row is not None]
 
 
 def write_results(out: Path) -> Path:
     """Rewrite ``out/results.csv`` from every finished run; its path."""
-    rows = collect(out)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run", *RECIPE_COLUMNS, *varying_keys(rows), *SUMMARY_COLUMNS],
-                            extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    path = out / "results.csv"
-    atomic_write_text(path, buffer.getvalue())
-    return path
+    return runs_index.write_index(collect(out), out / "results.csv")
+
+
+def _point_results(placed: list[pool.Task], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per point of the grid, in order: its overrides, folder, status and (finished) its metrics."""
+    errors = {item["index"]: item.get("error") for item in failed}
+    out = []
+    for task in placed:
+        row = runs_index.run_row(task.run_dir, task.run_dir.name)
+        status = "failed" if task.index in errors else "done" if row is not None else "unfinished"
+        metrics = {key: row.get(key) for key in runs_index.SUMMARY_COLUMNS} if row is not None else None
+        out.append({**task.info(), "status": status, "metrics": metrics,
+                    **({"error": errors[task.index]} if task.index in errors else {})})
+    return out
 
 
 def _existing(out: Path, name: str) -> Path:
@@ -156,9 +120,10 @@ def run_sweep(recipe_path: str | Path | None, grid: list[tuple[str, list[str]]],
     todo = points(grid)
     recipes_ = [recipes.load(recipe_path, [*overrides, *point]) for point in todo]  # every error before any work
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    tasks, skipped = [], 0
+    tasks, skipped, placed = [], 0, []
     for index, (point, recipe) in enumerate(zip(todo, recipes_)):
         task = pool.Task(index, len(todo), point, recipe, _existing(out, point_name(point, recipe)))
+        placed.append(task)
         if (task.run_dir / "summary.json").is_file():
             skipped += 1
             on_event("point_skipped", task.info())
@@ -173,4 +138,5 @@ def run_sweep(recipe_path: str | Path | None, grid: list[tuple[str, list[str]]],
         failed = pool.run_serial(tasks, on_event, should_stop, refresh)
     results = write_results(out)
     return {"points": len(todo), "ran": len(tasks) - len(failed), "skipped": skipped, "failed": failed,
-            "results": str(results), "out": str(out), "rows": len(collect(out))}
+            "results": str(results), "out": str(out), "rows": len(collect(out)),
+            "point_results": _point_results(placed, failed)}

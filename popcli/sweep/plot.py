@@ -38,7 +38,8 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a results.csv with numbers parsed; rows without a test accuracy are left out."""
     path = Path(path)
     if not path.is_file():
-        raise PlotError(f"{str(path)!r} not found; run `popcli sweep` first (it writes results.csv)")
+        raise PlotError(f"{str(path)!r} not found; run `popcli sweep` first (it writes results.csv), or write one "
+                        f"with `popcli runs FOLDER --csv FILE`")
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -46,7 +47,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         raise PlotError(f"{path}: not a readable CSV ({err.__class__.__name__})") from None
     needed = {METHOD, "model.init", DENSITY, "test_acc"}
     if rows and not needed <= set(rows[0]):
-        raise PlotError(f"{path}: not a popcli results.csv (needs columns {', '.join(sorted(needed))})")
+        raise PlotError(f"{path}: not a popcli results.csv or runs CSV (needs columns {', '.join(sorted(needed))})")
     parsed = []
     for row in rows:
         try:
@@ -158,12 +159,15 @@ def _finish(ax, *, xlabel: str, title: str, note: str) -> None:
     ax.set(xlabel=xlabel + (f"\n({note})" if note else ""), ylabel="test accuracy (%)", title=title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    entries = len(ax.get_legend_handles_labels()[1])
+    # below the axes, never over a line (inside, "best" still covers points of many curves)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 if note else -0.17), frameon=False,
+              ncol=min(3, max(1, entries)))
 
 
 def _save(plt, fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legends below the axes included
     plt.close(fig)
 
 

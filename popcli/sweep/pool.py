@@ -7,7 +7,9 @@ crashed worker) is reported and the others go on; an interrupt stops starting ne
 - ``run_serial``: in this process.
 - ``run_parallel``: N ``python -m popcli search`` worker processes at once. With several GPUs
   each worker sees one (``CUDA_VISIBLE_DEVICES``, round robin); on a CPU the cores are split
-  (``search.threads`` = cores // N unless the recipe sets it).
+  (``search.threads`` = cores // N unless the recipe sets it). A worker dies with the sweep
+  (``follow_parent``: Linux's parent-death signal, else a watch on its parent), so killing the
+  sweep, ``kill -9`` included, leaves no search running; their checkpoints resume.
 - ``run_submitit``: one cluster task per point through submitit (SLURM, or its local / debug
   executors), an optional dependency: ``pip install 'popcli[cluster]'``.
 Nothing prints: progress goes through ``on_event``.
@@ -30,6 +32,8 @@ from ..errors import Interrupted, PopcliError, UsageError
 from ..storage.atomic import atomic_write_text
 
 EventHandler = Callable[[str, dict[str, Any]], None]
+PARENT_ENV = "POPCLI_SWEEP_PARENT"  # a worker's environment: the pid of the sweep that started it
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -96,6 +100,37 @@ def worker_env(slot: int, jobs: int, recipe: recipes.Recipe) -> tuple[dict[str, 
     return env, [f"search.threads={threads}"]
 
 
+def follow_parent() -> None:
+    """In a sweep worker (``PARENT_ENV`` set): die with SIGTERM when the sweep process dies. On
+    Linux the kernel sends it (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread watches the
+    parent pid every second. The variable is removed, so processes this one starts (data loader
+    workers) do not follow it. A no-op outside sweep workers."""
+    import signal
+
+    expected = os.environ.pop(PARENT_ENV, None)
+    if not expected or not expected.isdigit():
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != int(expected):  # the sweep died before the request took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    import time
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="popcli-follow-parent", daemon=True).start()
+
+
 def _visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
@@ -111,6 +146,7 @@ def _visible_gpus() -> list[str]:
 def _worker(task: Task, slot: int, jobs: int, out: Path) -> tuple[int, str]:
     """Run one point as ``python -m popcli search``; (exit code, last stderr line)."""
     env, extra = worker_env(slot, jobs, task.recipe)
+    env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (follow_parent)
     recipe_file = out / "points" / f"{task.run_dir.name}.yaml"
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(recipe_file, recipes.dump(task.recipe))
