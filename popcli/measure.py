@@ -5,7 +5,11 @@ top-1 / top-5 counting, accuracy over a set of images, latency percentiles, the 
 classes, where it would otherwise always be 1, as torchvision's references report it);
 ``accuracies(predict, x, y)`` applies it batch by batch to any batch -> logits function (a torch
 module, an ONNX Runtime session); ``latency(fn, batch_size)`` times calls after a warm-up and
-reports p50/p90/p99; ``machine()`` names what the figures were measured on. Nothing prints.
+reports p50/p90/p99; ``machine()`` names what the figures were measured on;
+``torch_threads(n)`` runs a block with torch's intra-op thread count at n and gives the caller's
+count back after it, ``keeps_torch_threads`` does it for a whole function (the count is
+process-wide, so a library call must not leave it changed).
+Nothing prints.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -83,3 +89,29 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "logical_cores": os.cpu_count(), "system": platform.system(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Torch's intra-op thread count set to ``threads`` (None: left as it is) inside the block and
+    restored after it, also on an exception; yields the count in effect."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def keeps_torch_threads(fn: Fn) -> Fn:
+    """``fn`` may set torch's thread count for its work; the caller's count is back when it returns."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch_threads(None):
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]

@@ -254,3 +254,21 @@ def test_ctrl_c_after_the_artifact_is_written_is_not_a_failure(run_dir, tmp_path
                   env={"POPCLI_FAULT": "sigint@rename:c.safetensors"})
     assert stopped.returncode == 130 and f"{out} written (complete and verified); not written: " in stopped.stderr
     assert inspect(out)["verified"] and not (tmp_path / "c.onnx").exists()
+
+
+def test_search_and_eval_give_the_callers_thread_count_back(tmp_path, run_dir):
+    """torch's thread count is process-wide: search.threads and eval --threads apply to that call only."""
+    import torch
+
+    from popcli.deploy.evaluate import evaluate
+
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    summary = search(recipes.load(None, [*SYNTH, "search.max_steps=2", f"search.threads={wanted}"]), tmp_path / "t")
+    assert summary["threads"] == wanted and torch.get_num_threads() == before
+    export(run_dir, tmp_path / "t.safetensors")
+    report = evaluate(tmp_path / "t.safetensors", threads=wanted, batch_sizes="1", limit=8)
+    assert report["threads"] == wanted and torch.get_num_threads() == before
+    with pytest.raises(PopcliError):  # an error inside the call gives it back too
+        search(recipes.load(None, [*SYNTH, "search.max_steps=2", f"search.threads={wanted}"]), tmp_path / "t")
+    assert torch.get_num_threads() == before

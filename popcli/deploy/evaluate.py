@@ -35,7 +35,7 @@ from ..artifact.tasks import AUTO
 from ..data.files import read_inputs, read_labels
 from ..data.sample import real_inputs
 from ..errors import EXIT_USAGE, PopcliError
-from ..measure import accuracies, latency, machine
+from ..measure import accuracies, keeps_torch_threads, latency, machine
 from ..nn import SubnetMixin
 from ..recipe import Recipe, from_dict
 from ..rng import torch_generator
@@ -239,6 +239,7 @@ def _measure(report: dict[str, Any], engines: dict[str, Any], images: _Images, s
             report["latency"].append({**where, "batch_size": size, **latency(lambda: predict(batch), size)})
 
 
+@keeps_torch_threads
 def evaluate(source: str | Path, *, dataset: str | None = None, data_dir: str | None = None, limit: int | None = None,
              batch_sizes: str = "1,64", threads: int | None = None, provider: str = "CPUExecutionProvider",
              int8: bool = False, on_event: EventHandler | None = None, mask: str | None = None,

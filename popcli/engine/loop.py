@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..data import Loader, Splits
 from ..errors import RunError, SearchInterrupted, TrainingDiverged, in_python
-from ..measure import count_correct
+from ..measure import count_correct, keeps_torch_threads
 from ..models import count_params, regenerate_weights, set_step
 from ..nn import cpu_kernels
 from ..recipe import Recipe, dump, resolve
@@ -210,6 +210,7 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@keeps_torch_threads
 def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
            on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None,
            user_model: torch.nn.Module | None = None,
