@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import popcli
 from popcli.cli import get_app
-from popcli.errors import ArtifactError, PopcliError
+from popcli.errors import PopcliError
 
 from artifact_fuzz import make_bases, mutants, run
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import popcli
 from popcli import recipe as recipes
-from popcli.artifact import read, select
+from popcli.artifact import read
 from popcli.artifact.rebuild import mask_models
 from popcli.artifact.tasks import TaskMixture
 from popcli.cli import get_app
