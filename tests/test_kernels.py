@@ -1,4 +1,9 @@
-"""The fused CPU kernels: bit-identical to the torch expressions they replace, on every path."""
+"""The fused CPU kernels: bit-identical to the torch expressions they replace, on every path
+(each ISA build this CPU runs: generic, AVX2, AVX-512)."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +21,16 @@ def no_kernels(monkeypatch):
     monkeypatch.setattr(kernels, "_loaded", (None, "disabled for this test"))
 
 
+@pytest.fixture(params=kernels.ISAS)
+def each_isa(request, monkeypatch):
+    """The kernels of one instruction-set build (skipped where this CPU cannot run it)."""
+    lib = kernels.build(request.param)
+    if lib is None:
+        pytest.skip(f"this CPU does not run the {request.param} build")
+    monkeypatch.setattr(kernels, "_loaded", (lib, f"{request.param} build for this test"))
+    return request.param
+
+
 def reference_masked_weight(weight, scores, density):
     return weight * topk_mask(scores, density).float()
 
@@ -30,7 +45,7 @@ def scores_of(kind: str, shape, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["normal", "ties"])
 @pytest.mark.parametrize("density", [0.05, 0.5, 0.9])
 @pytest.mark.parametrize("n", [1000, 40_000, 300_001])
-def test_masked_weight_matches_torch_over_moving_scores(kind, density, n):
+def test_masked_weight_matches_torch_over_moving_scores(kind, density, n, each_isa):
     scores, weight = scores_of(kind, (n,), n), torch.randn(n, generator=torch.Generator().manual_seed(1))
     tracker = ThresholdTracker()
     step = torch.Generator().manual_seed(2)
@@ -41,7 +56,7 @@ def test_masked_weight_matches_torch_over_moving_scores(kind, density, n):
         scores += 1e-3 * torch.randn(n, generator=step) if kind == "normal" else 0.0
 
 
-def test_bracket_misses_are_exact():
+def test_bracket_misses_are_exact(each_isa):
     n, density = 100_000, 0.3
     scores, weight = torch.randn(n), torch.randn(n)
     tracker = ThresholdTracker()
@@ -51,7 +66,7 @@ def test_bracket_misses_are_exact():
     assert tracker.last == pytest.approx(float(topk.cpu_threshold(scores, kept_count(n, density)).value))
 
 
-def test_score_grad_and_count_gather_match_torch():
+def test_score_grad_and_count_gather_match_torch(each_isa):
     gen = torch.Generator().manual_seed(0)
     g, w, s = (torch.randn(100_003, generator=gen) for _ in range(3))
     s[::7] = 0.0  # sign(0) = 0: those scores get a zero gradient
@@ -65,7 +80,7 @@ def test_score_grad_and_count_gather_match_torch():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_thread_count_does_not_change_results(threads):
+def test_thread_count_does_not_change_results(threads, each_isa):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -91,7 +106,7 @@ def _train_steps(layer: SubnetLinear, steps: int = 4) -> list[torch.Tensor]:
     return outs + [layer.scores.detach().clone()]
 
 
-def test_layer_training_identical_with_and_without_kernels(monkeypatch):
+def test_layer_training_identical_with_and_without_kernels(monkeypatch, each_isa):
     def fresh():
         torch.manual_seed(0)  # test-local: the layer under test draws nothing itself
         layer = SubnetLinear(300, 200, density=0.4)
@@ -112,3 +127,20 @@ def test_topk_mask_without_kernels_is_exact(no_kernels):
     reference[torch.sort(-scores.abs(), stable=True).indices[: kept_count(50_000, 0.37)]] = True
     assert torch.equal(topk_mask(scores, 0.37), reference)
     assert cpu_kernels.load() is None and "off" in cpu_kernels.status()
+
+
+def test_each_build_uses_its_vector_width():
+    widths = {"generic": 16, "avx2": 32, "avx512": 64}
+    for isa in kernels.ISAS:
+        lib = kernels.build(isa)
+        if lib is not None:
+            assert lib.popcli_vector_bytes() == widths[isa]  # generic: SSE2 on x86-64, NEON on ARM64
+
+
+@pytest.mark.parametrize("asked,expect", [("generic", "generic path (POPCLI_KERNEL_ISA)"),
+                                          ("bogus", "POPCLI_KERNEL_ISA='bogus' unknown")])
+def test_popcli_kernel_isa_forces_or_names_the_build(asked, expect):
+    code = "from popcli import kernels; print(kernels.status())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "POPCLI_KERNEL_ISA": asked}).stdout
+    assert expect in out, out

@@ -84,13 +84,17 @@ def golden_digests() -> dict[str, str]:
             for init in rng.INITS}
 
 
-@pytest.fixture(params=["c-kernels", "numpy"])
+@pytest.fixture(params=[*(f"c-{isa}" for isa in kernels.ISAS), "numpy"])
 def generator_path(request, monkeypatch):
-    """Both implementations of the generator: popcli/kernels/rng.c and the numpy reference."""
+    """Every implementation of the generator: popcli/kernels/rng.c in each ISA build this CPU runs
+    (generic, AVX2, AVX-512) and the numpy reference."""
     if request.param == "numpy":
         monkeypatch.setattr(kernels, "_loaded", (None, "numpy path for this test"))
-    elif kernels.library() is None:
-        pytest.skip(kernels.status())
+        return request.param
+    lib = kernels.build(request.param[2:])
+    if lib is None:
+        pytest.skip(f"{request.param}: {kernels.status()}")
+    monkeypatch.setattr(kernels, "_loaded", (lib, f"{request.param} for this test"))
     return request.param
 
 

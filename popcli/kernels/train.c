@@ -7,24 +7,46 @@
  * Scores are read as uint32 bit patterns: for x >= 0 the IEEE-754 patterns order like the values,
  * so comparisons of |s| are integer comparisons of (bits & 0x7fffffff). Every output is
  * bit-identical to the torch expression named beside it (tests/test_kernels.py checks this).
- * Plain C99 with GCC/Clang vector extensions (SSE2 / NEON / scalar, no target-specific code);
- * compile with -ffp-contract=off so no multiply is fused into anything else. With -fopenmp the
+ * Plain C99 with GCC/Clang vector extensions, no target-specific code: the vectors are VBYTES wide,
+ * 64 bytes in the AVX-512 build (zmm), 32 in the AVX2 build (ymm), 16 otherwise (SSE2 xmm / NEON),
+ * and every lane computes alone, so each build gives the same bits. Compile with -ffp-contract=off
+ * so no multiply is fused into anything else. With -fopenmp the
  * passes split across `threads` threads (the caller passes torch's thread count); without it the
  * pragmas are ignored and the same loops run on one thread with the same results.
  */
 #include <stdint.h>
 #include <string.h>
 
-typedef uint32_t u32x4 __attribute__((vector_size(16)));
-typedef uint64_t u64x2 __attribute__((vector_size(16)));
-typedef float f32x4 __attribute__((vector_size(16)));
+#if defined(__AVX512F__)
+#define VBYTES 64
+#elif defined(__AVX2__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+#define LANES (VBYTES / 4) /* uint32 / float lanes per vector */
+
+typedef uint32_t u32v __attribute__((vector_size(VBYTES)));
+typedef float f32v __attribute__((vector_size(VBYTES)));
 
 #define ABS_MASK 0x7fffffffu
 #define ONE_BITS 0x3f800000u /* 1.0f */
 
-static inline u32x4 splat(uint32_t x) { return (u32x4){x, x, x, x}; }
-static inline u32x4 load_u(const uint32_t *p) { u32x4 v; memcpy(&v, p, 16); return v; }
-static inline f32x4 load_f(const float *p) { f32x4 v; memcpy(&v, p, 16); return v; }
+static inline u32v splat(uint32_t x) { return (u32v){0} + x; }
+static inline u32v load_u(const uint32_t *p) { u32v v; memcpy(&v, p, VBYTES); return v; }
+static inline f32v load_f(const float *p) { f32v v; memcpy(&v, p, VBYTES); return v; }
+static inline int any_lane(u32v v)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < LANES; j++) r |= v[j];
+    return r != 0;
+}
+static inline int64_t lane_sum(u32v v)
+{
+    int64_t r = 0;
+    for (int j = 0; j < LANES; j++) r += v[j];
+    return r;
+}
 
 #define MAX_THREADS 256
 
@@ -36,17 +58,17 @@ static int64_t count_gather_range(const uint32_t *s, int64_t n, uint32_t lo, uin
                                   uint32_t *out, int64_t cap, int64_t *above)
 {
     const uint32_t span = hi - lo; /* unsigned: (u - lo) <= span  <=>  lo <= u <= hi */
-    const u32x4 vabs = splat(ABS_MASK), vlo = splat(lo), vhi = splat(hi), vspan = splat(span);
-    u32x4 acc = splat(0);          /* lane counts of |s| > hi (compare gives -1 per hit) */
+    const u32v vabs = splat(ABS_MASK), vlo = splat(lo), vhi = splat(hi), vspan = splat(span);
+    u32v acc = splat(0);           /* lane counts of |s| > hi (compare gives -1 per hit) */
     int64_t i = 0, inside = 0, over = 0;
-    for (; i + 16 <= n; i += 16) {
-        u32x4 a = load_u(s + i) & vabs, b = load_u(s + i + 4) & vabs;
-        u32x4 c = load_u(s + i + 8) & vabs, d = load_u(s + i + 12) & vabs;
-        acc -= (u32x4)(a > vhi) + (u32x4)(b > vhi) + (u32x4)(c > vhi) + (u32x4)(d > vhi);
-        u64x2 hit = (u64x2)((u32x4)((a - vlo) <= vspan) | (u32x4)((b - vlo) <= vspan) |
-                            (u32x4)((c - vlo) <= vspan) | (u32x4)((d - vlo) <= vspan));
-        if (hit[0] | hit[1]) {
-            for (int j = 0; j < 16; j++) {
+    for (; i + 4 * LANES <= n; i += 4 * LANES) {
+        u32v a = load_u(s + i) & vabs, b = load_u(s + i + LANES) & vabs;
+        u32v c = load_u(s + i + 2 * LANES) & vabs, d = load_u(s + i + 3 * LANES) & vabs;
+        acc -= (u32v)(a > vhi) + (u32v)(b > vhi) + (u32v)(c > vhi) + (u32v)(d > vhi);
+        u32v hit = (u32v)((a - vlo) <= vspan) | (u32v)((b - vlo) <= vspan) |
+                   (u32v)((c - vlo) <= vspan) | (u32v)((d - vlo) <= vspan);
+        if (any_lane(hit)) {
+            for (int j = 0; j < 4 * LANES; j++) {
                 uint32_t u = s[i + j] & ABS_MASK;
                 if (u - lo <= span) {
                     if (inside < cap) out[inside] = u;
@@ -55,11 +77,11 @@ static int64_t count_gather_range(const uint32_t *s, int64_t n, uint32_t lo, uin
             }
         }
         if ((i & ((1 << 20) - 1)) == 0) { /* flush lane counts before a uint32 lane could wrap */
-            over += (int64_t)acc[0] + acc[1] + acc[2] + acc[3];
+            over += lane_sum(acc);
             acc = splat(0);
         }
     }
-    over += (int64_t)acc[0] + acc[1] + acc[2] + acc[3];
+    over += lane_sum(acc);
     for (; i < n; i++) {
         uint32_t u = s[i] & ABS_MASK;
         over += u > hi;
@@ -101,15 +123,15 @@ int64_t popcli_count_gather(const uint32_t *s, int64_t n, uint32_t lo, uint32_t 
 /* out = w * (|s| >= t as 0.0/1.0)   (torch: w * torch.ge(s.abs(), t).float()) */
 void popcli_masked_weight(const uint32_t *s, const float *w, float *out, int64_t n, uint32_t t, int threads)
 {
-    const u32x4 vabs = splat(ABS_MASK), vt = splat(t), vone = splat(ONE_BITS);
+    const u32v vabs = splat(ABS_MASK), vt = splat(t), vone = splat(ONE_BITS);
     #pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
-    for (int64_t b = 0; b < n / 4; b++) {
-        const int64_t i = 4 * b;
-        u32x4 keep = (u32x4)((load_u(s + i) & vabs) >= vt) & vone;
-        f32x4 r = load_f(w + i) * (f32x4)keep;
-        memcpy(out + i, &r, 16);
+    for (int64_t b = 0; b < n / LANES; b++) {
+        const int64_t i = LANES * b;
+        u32v keep = (u32v)((load_u(s + i) & vabs) >= vt) & vone;
+        f32v r = load_f(w + i) * (f32v)keep;
+        memcpy(out + i, &r, VBYTES);
     }
-    for (int64_t i = n / 4 * 4; i < n; i++) {
+    for (int64_t i = n / LANES * LANES; i < n; i++) {
         uint32_t keep = (s[i] & ABS_MASK) >= t ? ONE_BITS : 0u;
         float m;
         memcpy(&m, &keep, 4);
@@ -123,19 +145,18 @@ static int64_t masked_weight_gather_range(const uint32_t *s, const float *w, flo
                                           int64_t *above)
 {
     const uint32_t span = hi - lo;
-    const u32x4 vabs = splat(ABS_MASK), vlo = splat(lo), vhi = splat(hi), vspan = splat(span),
-                vone = splat(ONE_BITS);
-    u32x4 acc = splat(0);
+    const u32v vabs = splat(ABS_MASK), vlo = splat(lo), vhi = splat(hi), vspan = splat(span),
+               vone = splat(ONE_BITS);
+    u32v acc = splat(0);
     int64_t i = 0, inside = 0, over = 0;
-    for (; i + 4 <= n; i += 4) {
-        u32x4 u = load_u(s + i) & vabs;
-        u32x4 high = (u32x4)(u > vhi);
+    for (; i + LANES <= n; i += LANES) {
+        u32v u = load_u(s + i) & vabs;
+        u32v high = (u32v)(u > vhi);
         acc -= high;
-        f32x4 r = load_f(w + i) * (f32x4)(high & vone); /* kept for sure above hi, else 0 for now */
-        memcpy(out + i, &r, 16);
-        u64x2 hit = (u64x2)(u32x4)((u - vlo) <= vspan);
-        if (hit[0] | hit[1]) {
-            for (int j = 0; j < 4; j++) {
+        f32v r = load_f(w + i) * (f32v)(high & vone); /* kept for sure above hi, else 0 for now */
+        memcpy(out + i, &r, VBYTES);
+        if (any_lane((u32v)((u - vlo) <= vspan))) {
+            for (int j = 0; j < LANES; j++) {
                 if (u[j] - lo <= span) {
                     if (inside < cap) idx[inside] = i + j;
                     inside++;
@@ -143,11 +164,11 @@ static int64_t masked_weight_gather_range(const uint32_t *s, const float *w, flo
             }
         }
         if ((i & ((1 << 20) - 1)) == 0) {
-            over += (int64_t)acc[0] + acc[1] + acc[2] + acc[3];
+            over += lane_sum(acc);
             acc = splat(0);
         }
     }
-    over += (int64_t)acc[0] + acc[1] + acc[2] + acc[3];
+    over += lane_sum(acc);
     for (; i < n; i++) {
         uint32_t u = s[i] & ABS_MASK;
         uint32_t bits = u > hi ? ONE_BITS : 0u;
@@ -176,7 +197,8 @@ int64_t popcli_masked_weight_gather(const uint32_t *s, const float *w, float *ou
     const int64_t share = cap / threads;
     #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int t = 0; t < threads; t++) {
-        int64_t begin = n * t / threads & ~(int64_t)3, end = t + 1 == threads ? n : n * (t + 1) / threads & ~(int64_t)3;
+        int64_t begin = n * t / threads & ~(int64_t)(LANES - 1),
+                end = t + 1 == threads ? n : n * (t + 1) / threads & ~(int64_t)(LANES - 1);
         int64_t *mine = idx + t * share;
         inside[t] = masked_weight_gather_range(s + begin, w + begin, out + begin, end - begin, lo, hi, mine, share,
                                                &over[t]);
@@ -218,17 +240,17 @@ void popcli_masked_weight_ties(const uint32_t *s, const float *w, float *out, in
 /* out = (g * w) * sign(s), sign in {-1, 0, +1}   (torch: (g * w).mul_(torch.sign(s))) */
 void popcli_score_grad(const float *g, const float *w, const float *s, float *out, int64_t n, int threads)
 {
-    const f32x4 zero = {0.0f, 0.0f, 0.0f, 0.0f};
-    const u32x4 vone = splat(ONE_BITS);
+    const f32v zero = {0.0f};
+    const u32v vone = splat(ONE_BITS);
     #pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
-    for (int64_t b = 0; b < n / 4; b++) {
-        const int64_t i = 4 * b;
-        f32x4 sv = load_f(s + i);
-        f32x4 pos = (f32x4)((u32x4)(sv > zero) & vone), neg = (f32x4)((u32x4)(sv < zero) & vone);
-        f32x4 r = (load_f(g + i) * load_f(w + i)) * (pos - neg);
-        memcpy(out + i, &r, 16);
+    for (int64_t b = 0; b < n / LANES; b++) {
+        const int64_t i = LANES * b;
+        f32v sv = load_f(s + i);
+        f32v pos = (f32v)((u32v)(sv > zero) & vone), neg = (f32v)((u32v)(sv < zero) & vone);
+        f32v r = (load_f(g + i) * load_f(w + i)) * (pos - neg);
+        memcpy(out + i, &r, VBYTES);
     }
-    for (int64_t i = n / 4 * 4; i < n; i++) {
+    for (int64_t i = n / LANES * LANES; i < n; i++) {
         float sign = (float)(s[i] > 0.0f) - (float)(s[i] < 0.0f);
         out[i] = (g[i] * w[i]) * sign;
     }
