@@ -27,8 +27,8 @@ from popcli import recipe as recipes
 from popcli.deploy.bake import bake
 from popcli.measure import latency, machine
 from popcli.data.sample import real_inputs
-    from popcli.deploy.int8 import CALIBRATION_IMAGES
-    from popcli.measure import accuracy
+from popcli.deploy.int8 import CALIBRATION_IMAGES
+from popcli.measure import accuracy
 from popcli.export import export
 from popcli.models import build_model
 from popcli.engine.loop import search

@@ -303,7 +303,6 @@ def test_cifar_batches_cannot_run_code(base, marker, tmp_path):
     assert "data_batch_1" in line and "posix.system" in line and "CIFAR batch" in line
     assert not target.exists()
     from popcli.data.folders import read_cifar_folder
-    from popcli.recipe import DataConfig  # noqa: F401
 
     with pytest.raises(DataError, match="names posix.system"):
         read_cifar_folder("cifar10", folder)
