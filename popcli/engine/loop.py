@@ -120,7 +120,7 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         start = time.perf_counter()
         set_learning_rate(job.optimizer, learning_rate(cfg, prog.global_step, job.total_steps, steps))
         set_step(job.model, prog.global_step)  # the supermask draws of this step
-        loss_sum, correct = _train_step(job, x, y, idx)
+        loss_sum, correct = _train_step(job, x, y) if idx is None else _train_step(job, x, y, idx)
         # one sync per step (NaN check, progress); under torch.distributed an all-reduce makes
         # every rank see the global batch's figures
         loss_value, hits, count = job.dist.sum([float(loss_sum), float(correct), y.numel()])
