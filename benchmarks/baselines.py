@@ -109,11 +109,14 @@ class TrainConfig:
     max_steps: int | None = None  # cap (the frontier's tiny setting)
 
 
-def train(model: nn.Module, loader, cfg: TrainConfig, start_epoch: int = 0) -> int:
+def train(model: nn.Module, loader, cfg: TrainConfig, start_epoch: int = 0, distiller=None) -> int:
     """SGD (Nesterov) with a cosine schedule from cfg.lr to 0 over the run; the steps taken.
 
     ``loader`` is a popcli train loader (``batches(epoch)`` is a function of seed and epoch);
     ``start_epoch`` offsets the data order so fine-tuning rounds see fresh shuffles.
+    ``distiller``: a ``popcli.engine.distill.Distiller`` built over this loader (the teacher's
+    cached logits): the loss is its distillation loss instead of plain cross-entropy, as a
+    popcli search with ``search.distill_teacher`` trains.
     """
     total = int(round(cfg.epochs * len(loader)))
     if cfg.max_steps is not None:
@@ -123,12 +126,15 @@ def train(model: nn.Module, loader, cfg: TrainConfig, start_epoch: int = 0) -> i
     model.train()
     step, epoch = 0, start_epoch
     while step < total:
-        for x, y in loader.batches(epoch):
+        batches = (loader.indexed_batches(epoch) if distiller is not None
+                   else ((x, y, None) for x, y in loader.batches(epoch)))
+        for x, y, idx in batches:
             if step >= total:
                 break
             for group in opt.param_groups:
                 group["lr"] = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y) if distiller is None else distiller.loss(logits, y, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

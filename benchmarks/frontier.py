@@ -21,6 +21,11 @@ reproduces the point. Points (docs/RESULTS.md states every recipe):
 - magnitude pruning: global L1 (torch.nn.utils.prune), iterative through the densities with
   fine-tuning after each step, stored as sparse int8 + xz (baselines.save_sparse_int8).
 - a small dense MLP (784-h-10) of about each kept parameter count: fp32, int8 ONNX, int8 + xz.
+
+``--distill RUN`` (with ``--distill-temperature``, ``--distill-weight``) distils every point from
+the teacher RUN: the popcli points search with ``search.distill_teacher``, and the baselines'
+training and fine-tuning use the same cached teacher logits (``baselines.train(distiller=)``), so
+the comparison stays fair; every series gets ", distill T.. w.." in its name.
 """
 
 from __future__ import annotations
@@ -132,7 +137,26 @@ def emit(ctx: Context, row: dict) -> None:
 
 
 def _redo(ctx: Context) -> str:
-    return "python benchmarks/frontier.py" + (" --tiny" if ctx.settings.max_steps else "")
+    s = ctx.settings
+    distill = (f" --distill {s.distill} --distill-temperature {s.distill_temperature:g} --distill-weight "
+               f"{s.distill_weight:g}" if s.distill else "")
+    return "python benchmarks/frontier.py" + (" --tiny" if s.max_steps else "") + distill
+
+
+def _distiller(ctx: Context, base: Base):
+    """The baselines' distiller under --distill: the teacher's cached logits over the same training
+    split the popcli points read (None without --distill)."""
+    s = ctx.settings
+    if s.distill is None:
+        return None
+    if ("distill", base.name) not in ctx.data:
+        from popcli.engine.distill import load_teacher, make_distiller
+
+        recipe = recipes.load(ROOT / base.recipe, list(s.data))
+        ctx.data[("distill", base.name)] = make_distiller(load_teacher(s.distill, popcli.load), s.distill_temperature,
+                                                          s.distill_weight, recipe.data, _data(ctx, base)[0],
+                                                          torch.device("cpu"), s.distill)
+    return ctx.data[("distill", base.name)]
 
 
 # --------------------------------------------------------------------------- popcli points
@@ -144,13 +168,13 @@ def popcli_point(ctx: Context, base: Base, method: str, density: float) -> None:
 
     s = ctx.settings
     # a series per (method, init): the default init's key is the method alone
-    series = ", ".join([method] + ([s.init] if s.init != DEFAULT_INIT else []) + list(s.series_sets))
+    series = s.series(", ".join([method] + ([s.init] if s.init != DEFAULT_INIT else []) + list(s.series_sets)))
     key = f"{base.name}/{series}/artifact/{density:g}"
     if key in ctx.done:
         return
     sets = [f"search.method={method}", f"search.density={density:g}", f"model.init={s.init}",
             f"search.epochs={base.search_epochs}", f"search.threads={s.threads}", *METHOD_SETS.get(method, ()),
-            *s.data, *s.extra, *s.series_sets] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
+            *s.data, *s.extra, *s.series_sets, *s.distill_sets()] + ([f"search.max_steps={s.max_steps}"] if s.max_steps else [])
     run_dir, art = ctx.work / "popcli" / key.replace("/", "_"), ctx.work / "popcli" / (key.replace("/", "_") + ".safetensors")
     start = time.perf_counter()
     summary = search(recipes.load(ROOT / base.recipe, sets), run_dir, force=True)
@@ -174,7 +198,9 @@ def _train_cfg(ctx: Context, epochs: float, lr: float) -> bl.TrainConfig:
 
 
 def _state_path(ctx: Context, *parts: str) -> Path:
-    path = ctx.work / "state" / ("_".join(parts) + ".pt")
+    s = ctx.settings
+    tag = [f"distill-T{s.distill_temperature:g}-w{s.distill_weight:g}"] if s.distill else []
+    path = ctx.work / "state" / ("_".join([*parts, *tag]) + ".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -184,12 +210,13 @@ def dense_tuning(ctx: Context, base: Base) -> float:
     splits, x, y, _ = _data(ctx, base)
     results = {}
     for lr in base.dense_lrs:
-        key, path = f"{base.name}/dense/tune/lr={lr:g}", _state_path(ctx, base.name, "dense", f"lr{lr:g}")
+        series = ctx.settings.series("dense")
+        key, path = f"{base.name}/{series}/tune/lr={lr:g}", _state_path(ctx, base.name, "dense", f"lr{lr:g}")
         if key not in ctx.done or not path.exists():
             start, model = time.perf_counter(), bl.mlp(base.spec)
-            bl.train(model, splits.train, _train_cfg(ctx, base.dense_epochs, lr))
+            bl.train(model, splits.train, _train_cfg(ctx, base.dense_epochs, lr), distiller=_distiller(ctx, base))
             torch.save(model.state_dict(), path)
-            emit(ctx, {"key": key, "base": base.name, "method": "dense", "storage": "tune", "density": 1.0,
+            emit(ctx, {"key": key, "base": base.name, "method": series, "storage": "tune", "density": 1.0,
                        "kept_weights": bl.weight_count(model), "test_acc": bl.accuracy(model, x, y),
                        "epochs": base.dense_epochs, "wall_s": time.perf_counter() - start, "notes": f"lr {lr:g}",
                        "command": f"{_redo(ctx)} --only '{key}'"})
@@ -207,7 +234,8 @@ def _load(ctx: Context, base: Base, path: Path, pruned: bool = False) -> torch.n
 
 
 def dense_points(ctx: Context, base: Base, lr: float) -> None:
-    keys = [f"{base.name}/dense/{s}/1" for s in ("fp32 safetensors", "fp32 onnx", "int8 onnx")]
+    series = ctx.settings.series("dense")
+    keys = [f"{base.name}/{series}/{s}/1" for s in ("fp32 safetensors", "fp32 onnx", "int8 onnx")]
     if all(k in ctx.done for k in keys):
         return
     from safetensors.torch import save_file
@@ -222,7 +250,7 @@ def dense_points(ctx: Context, base: Base, lr: float) -> None:
     int8_graph = quantize_int8(graph, _data(ctx, base)[3].split(64))
     sizes = [(files / f"{base.name}_dense.safetensors").stat().st_size, len(graph.SerializeToString()),
              len(int8_graph.SerializeToString())]
-    common = {"base": base.name, "method": "dense", "density": 1.0, "kept_weights": bl.weight_count(model),
+    common = {"base": base.name, "method": series, "density": 1.0, "kept_weights": bl.weight_count(model),
               "epochs": base.dense_epochs, "notes": f"lr {lr:g}", "command": f"{_redo(ctx)} --only '{base.name}/dense/*'"}
     for key, row, size in zip(keys, (fp32, fp32, measure(ctx, base, int8_graph)), sizes):
         emit(ctx, {**common, **row, "key": key, "storage": key.split("/")[2], "file_bytes": size,
@@ -234,7 +262,8 @@ def magnitude_points(ctx: Context, base: Base, lr: float) -> None:
     splits, x, y, _ = _data(ctx, base)
     previous = _state_path(ctx, base.name, "dense", f"lr{lr:g}")
     for step, density in enumerate(sorted(base.densities or ctx.settings.densities, reverse=True)):
-        key, path = f"{base.name}/magnitude/sparse int8 xz/{density:g}", _state_path(ctx, base.name, "pruned", f"{density:g}")
+        series = ctx.settings.series("magnitude")
+        key, path = f"{base.name}/{series}/sparse int8 xz/{density:g}", _state_path(ctx, base.name, "pruned", f"{density:g}")
         if key in ctx.done and path.exists():
             previous = path
             continue
@@ -242,7 +271,7 @@ def magnitude_points(ctx: Context, base: Base, lr: float) -> None:
         model = _load(ctx, base, previous, pruned=step > 0)
         bl.prune_global(model, density)
         bl.train(model, splits.train, _train_cfg(ctx, base.finetune_epochs, lr * ctx.settings.finetune_lr_factor),
-                 start_epoch=100 + step)
+                 start_epoch=100 + step, distiller=_distiller(ctx, base))
         torch.save(model.state_dict(), path)
         fp32_acc = bl.accuracy(model, x, y)
         file = ctx.work / "files" / f"{base.name}_pruned_{density:g}.spq8.xz"
@@ -250,7 +279,7 @@ def magnitude_points(ctx: Context, base: Base, lr: float) -> None:
         size = bl.save_sparse_int8(model, base.spec, file)
         loaded, _ = bl.load_sparse_int8(file)
         graph, removed = to_graph(loaded, base)
-        emit(ctx, {**measure(ctx, base, graph), "key": key, "base": base.name, "method": "magnitude",
+        emit(ctx, {**measure(ctx, base, graph), "key": key, "base": base.name, "method": series,
                    "storage": "sparse int8 xz", "density": density, "kept_weights": bl.nonzero_weights(loaded),
                    "file_bytes": size, "dead_units_removed": removed,
                    "epochs": f"{base.dense_epochs}+{base.finetune_epochs}x{step + 1}", "wall_s": time.perf_counter() - start,
@@ -265,13 +294,14 @@ def small_points(ctx: Context, base: Base, lr: float, density: float) -> None:
 
     total = bl.weight_count(bl.mlp(base.spec))
     hidden = bl.small_hidden(round(density * total), base.spec.in_features, base.spec.classes)
-    keys = [f"small/dense/{s}/h={hidden}" for s in ("fp32 safetensors", "int8 onnx", "int8 xz")]
+    series = ctx.settings.series("small dense")
+    keys = [f"small/{ctx.settings.series('dense')}/{s}/h={hidden}" for s in ("fp32 safetensors", "int8 onnx", "int8 xz")]
     if all(k in ctx.done for k in keys):
         return
     splits, x, y, calibration = _data(ctx, base)
     start, spec = time.perf_counter(), replace(base.spec, hidden=[hidden], batchnorm=False)
     model = bl.mlp(spec)
-    bl.train(model, splits.train, _train_cfg(ctx, ctx.settings.small_epochs, lr))
+    bl.train(model, splits.train, _train_cfg(ctx, ctx.settings.small_epochs, lr), distiller=_distiller(ctx, base))
     files = ctx.work / "files"
     files.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(files / f"small_{hidden}.safetensors"))
@@ -282,7 +312,7 @@ def small_points(ctx: Context, base: Base, lr: float, density: float) -> None:
     params = sum(p.numel() for p in model.parameters())
     sizes = [(files / f"small_{hidden}.safetensors").stat().st_size, len(int8_graph.SerializeToString()), xz]
     for key, graph_, size in zip(keys, (graph, int8_graph, xz_graph), sizes):
-        emit(ctx, {**measure(ctx, base, graph_), "key": key, "base": "small", "method": "small dense",
+        emit(ctx, {**measure(ctx, base, graph_), "key": key, "base": "small", "method": series,
                    "storage": key.split("/")[2], "density": params / total, "kept_weights": params, "file_bytes": size,
                    "epochs": ctx.settings.small_epochs, "wall_s": time.perf_counter() - start,
                    "notes": f"784-{hidden}-10 with biases, {params} parameters, lr {lr:g}; density = parameters / {base.name} weights",
@@ -332,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="run only jobs whose key pattern matches this glob")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="recipe override for the popcli points (a new series, e.g. model.width=0.5)")
+    parser.add_argument("--distill", default=None, metavar="RUN",
+                        help="distil every point from this teacher (a run folder, checkpoint or artifact): popcli points "
+                             "with search.distill_teacher, the baselines' training and fine-tuning with the same "
+                             "cached logits (new series, ', distill T.. w..')")
+    parser.add_argument("--distill-temperature", type=float, default=4.0, help="with --distill: T (default 4)")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="with --distill: w (default 0.5)")
     parser.add_argument("--report", action="store_true", help="only write the figure and print the table (reads the CSV, measures nothing)")
     parser.add_argument("--matrix", action="store_true", help="only print one row per series, one column per kept fraction (reads the CSV, measures nothing)")
     parser.add_argument("--figure", type=Path, default=None, help="figure path (default next to the CSV)")
@@ -352,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         settings = replace(settings, threads=args.threads)
     settings = replace(settings, series_sets=tuple(args.extra))
+    if args.distill:  # absolute: the popcli points record it in their recipes, the commands repeat it
+        settings = replace(settings, distill=str(Path(args.distill).expanduser().absolute()),
+                           distill_temperature=args.distill_temperature, distill_weight=args.distill_weight)
     args.work.mkdir(parents=True, exist_ok=True)
     csv_path = args.csv or (args.work / "frontier.csv" if args.tiny else ROOT / "docs" / "figures" / "frontier.csv")
     csv_path.parent.mkdir(parents=True, exist_ok=True)

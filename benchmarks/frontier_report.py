@@ -27,13 +27,18 @@ def _points(rows: list[dict]) -> list[dict]:
     return out
 
 
+def base_method(row: dict) -> str:
+    """The method without its series' suffix ("magnitude, distill T2 w0.3" -> "magnitude")."""
+    return row["method"].split(",")[0].strip()
+
+
 def is_popcli(row: dict) -> bool:
-    return row["method"] not in BASELINES
+    return base_method(row) not in BASELINES
 
 
 def label(row: dict) -> str:
-    if row["method"] == "small dense":
-        return f"small dense MLP, {row['storage']}"
+    if base_method(row) == "small dense":
+        return f"small dense MLP{row['method'][len('small dense'):]}, {row['storage']}"
     if is_popcli(row):
         return f"popcli {row['method']}, {row['base']}"
     return f"{row['method']} {row['base']}, {row['storage']}"

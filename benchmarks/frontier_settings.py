@@ -43,6 +43,22 @@ class Settings:
     series_sets: tuple[str, ...] = ()  # --set overrides: part of the series name (a new series)
     max_steps: int | None = None  # every training run capped (tiny)
     latency_s: float = 0.5  # seconds of timed calls per latency figure
+    distill: str | None = None  # --distill RUN: every point (popcli and baselines) distilled from this teacher
+    distill_temperature: float = 4.0  # search.distill_temperature (and the baselines' distiller)
+    distill_weight: float = 0.5  # search.distill_weight
+
+    def series(self, method: str) -> str:
+        """The series name of ``method`` under distillation: "edge-popup, distill T2 w0.3"."""
+        if self.distill is None:
+            return method
+        return f"{method}, distill T{self.distill_temperature:g} w{self.distill_weight:g}"
+
+    def distill_sets(self) -> list[str]:
+        """The recipe keys of a distilled popcli point (none without --distill)."""
+        if self.distill is None:
+            return []
+        return [f"search.distill_teacher={self.distill}", f"search.distill_temperature={self.distill_temperature:g}",
+                f"search.distill_weight={self.distill_weight:g}"]
 
 
 # Epochs are cut from the recipes' (LeNet 5, quick start 10) to fit ~1 hour on 2 CPU cores shared

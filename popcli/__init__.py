@@ -68,11 +68,18 @@ def search(model_or_recipe=None, train_data=None, test_data=None, **kwargs):
     """Search a subnetwork: a recipe (a Recipe, a YAML path, or None for the quick start; with
     ``overrides=[...]`` or keyword settings ``max_steps=100``, ``**{"data.batch_size": 64}``) or your
     own subnetified model with your own train and test Dataset or DataLoader; ``run_dir=`` is
-    required (``popcli.engine.api.search_api``). The summary dict."""
+    required (``popcli.engine.api.search_api``). The summary dict. An artifact named by
+    ``search.distill_teacher`` is loaded with ``popcli.load`` (the engine does not import it)."""
     from .engine.api import search_api
 
+    kwargs.setdefault("load_artifact", _load_teacher)
     with python_api():
         return search_api(model_or_recipe, train_data, test_data, **kwargs)
+
+
+def _load_teacher(path):
+    """An artifact teacher of ``search.distill_teacher``: ``load`` with the file rule (no trust_code)."""
+    return load(path)
 
 
 def list_models(pattern=None):

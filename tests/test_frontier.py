@@ -131,3 +131,47 @@ def test_frontier_tiny_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert frontier.main(["--tiny", "--work", str(tmp_path)]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "frontier.csv")))) == len(rows)
     assert "  lenet/" not in capsys.readouterr().out
+
+
+def test_baseline_training_with_a_distiller_uses_the_teacher_logits():
+    """``train(distiller=)``: w=0 is plain cross-entropy bit for bit; w>0 trains another model."""
+    from popcli import recipe as recipes
+    from popcli.data import load_data
+    from popcli.engine.distill import Distiller
+
+    recipe = recipes.load(None, ["data.dataset=synthetic", "data.shape=[1,28,28]", "data.train_size=128",
+                                 "data.test_size=32", "data.batch_size=32"])
+    train = load_data(recipe.data, recipe.seed).train
+    teacher = torch.randn(train.num_samples, 10, generator=torch.Generator().manual_seed(2))
+    spec, cfg = bl.MLPSpec(hidden=[16]), bl.TrainConfig(epochs=2, lr=0.1)
+    models = [bl.mlp(spec) for _ in range(3)]
+    bl.train(models[0], train, cfg)
+    bl.train(models[1], train, cfg, distiller=Distiller(teacher, 2.0, 0.0, "t", "0" * 64))
+    bl.train(models[2], train, cfg, distiller=Distiller(teacher, 2.0, 0.5, "t", "0" * 64))
+    a, b, c = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_frontier_tiny_with_distill(tmp_path):
+    import frontier
+    from popcli import recipe as recipes
+    from popcli.engine.loop import search
+
+    teacher = tmp_path / "teacher"
+    sets = ["data.dataset=synthetic", "data.shape=[1,28,28]", "data.train_size=256", "data.test_size=128",
+            "data.batch_size=64", "model.hidden=[32,16]", "search.method=dense", "search.max_steps=8",
+            "search.threads=1"]
+    search(recipes.load(Path(frontier.ROOT) / "recipes/fashion-mnist-paper-sweep.yaml", sets), teacher)
+    assert frontier.main(["--tiny", "--work", str(tmp_path / "w"), "--distill", str(teacher),
+                          "--distill-temperature", "2", "--distill-weight", "0.3"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "w" / "frontier.csv")))
+    assert {r["method"] for r in rows} == {f"{m}, distill T2 w0.3" for m in ("dense", "magnitude", "small dense",
+                                                                            "edge-popup")}
+    popcli_rows = [r for r in rows if r["method"].startswith("edge-popup")]
+    assert popcli_rows and all(f"search.distill_teacher={teacher}" in r["command"] for r in popcli_rows)
+    assert all("--distill " in r["command"] for r in rows if not r["method"].startswith("edge-popup"))
+    import frontier_report
+
+    assert not frontier_report.is_popcli({"method": "magnitude, distill T2 w0.3"})

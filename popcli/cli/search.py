@@ -65,10 +65,14 @@ def search(
 
         return show_recipe(recipe, as_json, recipe_path, overrides)
     run_dir = out or _default_run_dir(recipe)
+    load_artifact = None
+    if recipe.search.distill_teacher:  # an artifact teacher loads with the file rule (engine.distill)
+        from ..artifact import load as load_artifact
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 shows and prints
     try:
         with StopFlag() as stop, SearchDisplay(err_console, enabled=not quiet and main_rank) as display:
-            summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop)
+            summary = run_search(recipe, run_dir, resume=resume, force=force, on_event=display.handle, should_stop=stop,
+                                 load_artifact=load_artifact)
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this moment; say what gets out
         how = (f"resume from its last checkpoint: popcli search --resume --out {run_dir}" if (run_dir / "last.pt").is_file()
                else "it had no checkpoint yet: run the same command again to start it")

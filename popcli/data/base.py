@@ -77,6 +77,19 @@ class Loader(ABC):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches(0)
 
+    indexed: bool = False  # whether ``indexed_batches`` is available (in-memory splits)
+
+    def indexed_batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]]:
+        """``batches`` with each row's sample index: (x, y, idx int64 [B]), idx into ``rows``."""
+        raise DataError(f"{type(self).__name__} does not know its samples' indices; per-sample tables (search."
+                        f"distill_teacher) need an in-memory dataset (mnist, fashion-mnist, cifar10/100, imagefolder, "
+                        f"synthetic)")
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Samples ``lo..hi-1`` in storage order, normalized and never augmented: x [hi - lo, C, H, W]."""
+        raise DataError(f"{type(self).__name__} cannot read its samples by index; use an in-memory dataset")
+
     @abstractmethod
     def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start_step, ..., len(self) - 1`` of ``epoch`` (earlier ones are skipped, not computed)."""

@@ -90,7 +90,15 @@ class TensorLoader(Loader):
         perm = torch.randperm(self.num_samples, generator=torch_generator(self.seed, "order", epoch))
         return perm.to(self.device)
 
+    indexed = True
+
     def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.indexed_batches(epoch, start_step):
+            yield x, y
+
+    def indexed_batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]]:
+        """(x, y, idx): idx int64 [B] the rows of ``images`` this batch holds (this rank's part)."""
         self._check_position(epoch, start_step)
         order = self._order(epoch)
         size = self.batch_size
@@ -100,9 +108,13 @@ class TensorLoader(Loader):
             lo, hi = step * size, min((step + 1) * size, self.num_samples)
             if order is None:
                 x, y = self.images[lo:hi], self.labels[lo:hi]  # eval: views, in order
+                idx = torch.arange(lo, hi, device=self.device)
             else:
                 idx = order[lo:hi]
                 x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
             if self.augment.active:  # drawn for the global batch: every rank count sees the same batches
                 x = crop_flip(x, self.augment, torch_generator(self.seed, "augment", epoch, step))
-            yield self._local(x).float() * self._scale - self._shift, self._local(y)
+            yield self._local(x).float() * self._scale - self._shift, self._local(y), self._local(idx)
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        return self.images[lo:hi].float() * self._scale - self._shift

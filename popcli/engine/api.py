@@ -48,7 +48,7 @@ from ..recipe import Recipe, set_key
 from ..recipe.schema import unresolved
 from .loop import search
 
-LOOP_ARGS = ("resume", "force", "on_event", "should_stop")  # popcli.search's own arguments, not recipe keys
+LOOP_ARGS = ("resume", "force", "on_event", "should_stop", "load_artifact")  # popcli.search's own arguments, not recipe keys
 STRUCTURAL_SEARCH = ("method", "density", "global_topk", "dense_first", "dense_last")
 # recipe keys that decide the model's structure: a setting may not contradict the model's own
 STRUCTURAL = ("model.width", "model.hidden", "model.batchnorm", "model.biases", "model.norms", "model.params",
@@ -187,7 +187,7 @@ def search_model(model: nn.Module, train_data: Any, test_data: Any, *, arch: str
                  run_dir: str | Path, seed: int | None = None, init: str | None = None, batch_size: int = 128,
                  workers: int = 0, resume: bool = False, force: bool = False,
                  on_event: Callable[[str, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                 **settings: Any) -> dict[str, Any]:
+                 load_artifact: Callable[[Path], nn.Module] | None = None, **settings: Any) -> dict[str, Any]:
     """Search the scores of the user's subnetified ``model`` on their own data; the summary
     (with ``"recipe"``: the recipe written to ``run_dir``, which ``popcli export`` uses). The model
     then describes itself (``popcli.save(model, path)``) and carries ``popcli_data_config``."""
@@ -215,7 +215,7 @@ def search_model(model: nn.Module, train_data: Any, test_data: Any, *, arch: str
         return Splits(train, None, test, describe(train, test, train_data, classes, given))
 
     summary = search(recipe, run_dir, resume=resume, force=force, on_event=on_event, should_stop=should_stop,
-                     user_model=model, user_data=data)
+                     user_model=model, user_data=data, load_artifact=load_artifact)
     info = {"shape": list(shape), "num_classes": classes, **{k: v for k, v in given.items() if v is not None}}
     model.popcli_description = {"recipe": recipe, "data_info": info}
     model.popcli_data_config = data_config(recipe.data.dataset, shape, classes, given["mean"], given["std"],

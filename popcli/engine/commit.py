@@ -39,6 +39,8 @@ def save(job: Job, prog: Progress) -> None:
         "wall_s": job.wall_s(),  # of every session so far: a resumed run's summary counts them all
         "popcli_version": __version__,
     }
+    if job.distiller is not None:  # the teacher file's SHA-256: a resume refuses another teacher
+        state["distill"] = job.distiller.record()
     schedule = getattr(job.model, "_popcli_density_schedule", None)
     if schedule is not None and schedule.current is not None:  # the density the masks keep now (an anneal)
         state["density"] = float(schedule.current)
@@ -66,6 +68,8 @@ def restore(job: Job, prog: Progress) -> None:
         if a != b:
             raise RunError(f"the recipe differs from the checkpoint's in {section!r}; only search.epochs, "
                            f"search.max_steps and search.checkpoint_every_steps may change on {option('resume')}")
+    if job.distiller is not None:
+        job.distiller.check_resumed(state.get("distill"))
     try:
         job.model.load_state_dict(state["model"])
         job.optimizer.load_state_dict(state["optimizer"])

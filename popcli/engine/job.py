@@ -20,6 +20,7 @@ from ..methods import schedule as density_schedule
 from ..models import build_model, canonical_arch, input_size
 from ..recipe import Recipe
 from . import distributed, memory
+from .distill import ArtifactLoader, Distiller, build_distiller
 from .optim import make_optimizer, trainable_parameters
 from .runtime import Runtime, make_runtime
 
@@ -59,6 +60,7 @@ class Job:
     metrics_lines: list[str] = field(default_factory=list)  # metrics.jsonl, committed with last.pt
     started: float = field(default_factory=time.perf_counter)  # this session's start (perf_counter)
     earlier_wall_s: float = 0.0  # wall seconds of the sessions before this one, up to their last checkpoint
+    distiller: Distiller | None = None  # search.distill_teacher: the cached teacher logits
 
     def wall_s(self) -> float:
         """Wall seconds of the whole run so far: every earlier session (to its last checkpoint) and this one."""
@@ -67,17 +69,22 @@ class Job:
 
 def normalize(recipe: Recipe) -> Recipe:
     """What a run records, in place: the registered name of an old ``model.arch`` alias
-    (``resnet50`` -> ``tv_resnet50``) and ``data.data_dir`` as an absolute path (a relative one
-    would point elsewhere from another folder: export, eval and resume read it back)."""
+    (``resnet50`` -> ``tv_resnet50``), ``data.data_dir`` and ``search.distill_teacher`` as absolute
+    paths (a relative one would point elsewhere from another folder: export, eval and resume read
+    it back)."""
     recipe.model.arch = canonical_arch(recipe.model.arch)
     if recipe.data.data_dir:
         recipe.data.data_dir = str(Path(recipe.data.data_dir).expanduser().absolute())
+    if recipe.search.distill_teacher:  # a resume or export from another folder finds the same teacher
+        recipe.search.distill_teacher = str(Path(recipe.search.distill_teacher).expanduser().absolute())
     return recipe
 
 
 def build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop: Callable[[], bool],
-               user_model: torch.nn.Module | None = None, user_data: Callable[[torch.device], Splits] | None = None) -> Job:
-    """The job of ``recipe``; ``user_model`` / ``user_data(device)`` replace the recipe's (``engine.api``)."""
+               user_model: torch.nn.Module | None = None, user_data: Callable[[torch.device], Splits] | None = None,
+               load_artifact: ArtifactLoader | None = None) -> Job:
+    """The job of ``recipe``; ``user_model`` / ``user_data(device)`` replace the recipe's (``engine.api``);
+    ``load_artifact`` loads an artifact teacher (``engine.distill``)."""
     cfg = recipe.search
     dist, device = distributed.setup(cfg.device)
     runtime = make_runtime(device, cfg.amp, cfg.threads)
@@ -106,5 +113,6 @@ def build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps) if cfg.epochs else cfg.max_steps
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+    distiller = build_distiller(cfg, recipe.data, splits, runtime.device, load_artifact)
     return Job(recipe, run_dir, runtime, splits, model, net, make_optimizer(params, cfg), scaler, total,
-               on_event if dist.main else (lambda kind, info: None), should_stop, dist)
+               on_event if dist.main else (lambda kind, info: None), should_stop, dist, distiller=distiller)

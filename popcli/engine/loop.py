@@ -72,12 +72,17 @@ def evaluate(model: torch.nn.Module, loader: Loader, runtime: Runtime | None = N
     return result
 
 
-def _train_step(job: Job, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; returns (summed loss, correct count) as tensors (no sync)."""
+def _train_step(job: Job, x: torch.Tensor, y: torch.Tensor,
+                idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step (``idx``: the batch's sample indices, for distillation); returns
+    (summed loss, correct count) as tensors (no sync)."""
     cfg = job.recipe.search
     with job.runtime.autocast():
         logits = job.net(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if job.distiller is not None:  # one lookup of the cached teacher logits (engine.distill)
+            loss = job.distiller.loss(logits.float(), y, idx, cfg.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
     job.optimizer.zero_grad(set_to_none=True)
     if job.scaler is not None:
         job.scaler.scale(loss).backward()
@@ -107,13 +112,15 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
     cfg, train = job.recipe.search, job.splits.train
     steps = len(train)
     job.model.train()
-    for x, y in train.batches(prog.epoch, prog.step_in_epoch):
+    batches = (train.indexed_batches(prog.epoch, prog.step_in_epoch) if job.distiller is not None
+               else ((x, y, None) for x, y in train.batches(prog.epoch, prog.step_in_epoch)))
+    for x, y, idx in batches:
         if prog.global_step >= job.total_steps:
             return False
         start = time.perf_counter()
         set_learning_rate(job.optimizer, learning_rate(cfg, prog.global_step, job.total_steps, steps))
         set_step(job.model, prog.global_step)  # the supermask draws of this step
-        loss_sum, correct = _train_step(job, x, y)
+        loss_sum, correct = _train_step(job, x, y) if idx is None else _train_step(job, x, y, idx)
         # one sync per step (NaN check, progress); under torch.distributed an all-reduce makes
         # every rank see the global batch's figures
         loss_value, hits, count = job.dist.sum([float(loss_sum), float(correct), y.numel()])
@@ -207,6 +214,8 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any]) -> dict[str, Any]:
         "weights_verified": _verify_weights(job),
         "cpu_kernels": cpu_kernels.status() if job.runtime.device.type == "cpu" else None,
         "run_dir": str(job.run_dir), "popcli_version": __version__,
+        **({"distill_teacher": job.distiller.source, "distill_teacher_sha256": job.distiller.sha256}
+           if job.distiller is not None else {}),
     }
 
 
@@ -214,10 +223,13 @@ def _summary(job: Job, prog: Progress, final: dict[str, Any]) -> dict[str, Any]:
 def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
            on_event: EventHandler | None = None, should_stop: Callable[[], bool] | None = None,
            user_model: torch.nn.Module | None = None,
-           user_data: Callable[[torch.device], Splits] | None = None) -> dict[str, Any]:
+           user_data: Callable[[torch.device], Splits] | None = None,
+           load_artifact: Callable[[Path], torch.nn.Module] | None = None) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir`` and return its summary (also in summary.json).
     ``user_model``/``user_data``: the caller's model and loaders instead of the recipe's (see
-    ``engine.api``, which builds them and the recipe describing them)."""
+    ``engine.api``, which builds them and the recipe describing them). ``load_artifact``: how an
+    artifact teacher (``search.distill_teacher``) is loaded, ``popcli.load`` (the engine does not
+    import the artifact layer)."""
     started = time.perf_counter()
     normalize(resolve(recipe))  # unset optimizer keys: the method's defaults; arch alias, data_dir absolute
     run_dir = Path(run_dir)
@@ -228,7 +240,7 @@ def search(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: 
         found = ckpt.check_run_dir(run_dir, resume=resume, force=force) if main else True
         # everything that can fail on a bad recipe, data or model happens before the old run is replaced
         job = build_job(recipe, run_dir, on_event or (lambda kind, info: None), should_stop or (lambda: False),
-                         user_model, user_data)
+                         user_model, user_data, load_artifact)
         if resume and not job.dist.broadcast(found):  # killed before its first checkpoint: start it
             job.on_event("nothing_to_resume", {"run_dir": str(run_dir)})
             resume = False

@@ -78,6 +78,9 @@ class SearchConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    distill_teacher: str | None = None  # knowledge distillation: a teacher run folder, checkpoint (.pt) or artifact (.safetensors); null: off
+    distill_temperature: float = 4.0  # distillation: softmax temperature T of teacher and student (Hinton et al. 2015)
+    distill_weight: float = 0.5  # distillation: loss = (1 - w) * cross-entropy + w * T^2 * KL(teacher || student)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 with a loss scaler (CPU: ignored)
     channels_last: bool = True  # NHWC memory layout for conv models on CUDA (faster tensor-core convs)
@@ -122,6 +125,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.warmup_epochs": (0.0, 100000),
     "search.density_anneal_epochs": (0.0, 100000),
     "search.label_smoothing": (0.0, 0.99),
+    "search.distill_temperature": (0.05, 100.0),
+    "search.distill_weight": (0.0, 1.0),
     "search.threads": (1, 1024),
     "search.log_every": (1, 1 << 30),
 }
@@ -187,6 +192,9 @@ def check_values(recipe: Recipe) -> Recipe:
     if any(h < 1 for h in recipe.model.hidden):
         raise RecipeError(f"model.hidden: sizes must be positive, got {short(recipe.model.hidden)}")
     _check_schedule(recipe.search)
+    if recipe.search.distill_teacher is not None and not recipe.search.distill_teacher.strip():
+        raise RecipeError("search.distill_teacher: an empty path; give a teacher run folder, checkpoint or artifact, "
+                          "or null to turn distillation off")
     if recipe.search.epochs == 0 and recipe.search.max_steps is None:
         raise RecipeError("search.epochs: 0 epochs needs search.max_steps to bound the run")
     return recipe

@@ -48,6 +48,13 @@ class Task:
         return {"index": self.index, "total": self.total, "point": self.point, "run_dir": str(self.run_dir), **extra}
 
 
+def load_teacher(path: Path) -> Any:
+    """An artifact teacher (``search.distill_teacher``) of a point: ``artifact.load``, the file rule."""
+    from ..artifact import load
+
+    return load(path)
+
+
 def run_point(recipe_yaml: str, run_dir: str) -> dict[str, Any]:
     """Search one point in this process (resuming its checkpoint if it has one); its summary.
     Module-level and argument-plain so a cluster task can pickle it."""
@@ -58,7 +65,7 @@ def run_point(recipe_yaml: str, run_dir: str) -> dict[str, Any]:
     recipe = recipes.from_dict(yaml.safe_load(recipe_yaml))
     folder = Path(run_dir)
     resume = (folder / "last.pt").is_file()
-    return search(recipe, folder, resume=resume, force=not resume)
+    return search(recipe, folder, resume=resume, force=not resume, load_artifact=load_teacher)
 
 
 def run_serial(tasks: list[Task], on_event: EventHandler, should_stop: Callable[[], bool],
@@ -74,7 +81,8 @@ def run_serial(tasks: list[Task], on_event: EventHandler, should_stop: Callable[
         on_event("point", task.info())
         resume = (task.run_dir / "last.pt").is_file()
         try:
-            search(task.recipe, task.run_dir, resume=resume, force=not resume, on_event=on_event, should_stop=should_stop)
+            search(task.recipe, task.run_dir, resume=resume, force=not resume, on_event=on_event, should_stop=should_stop,
+                   load_artifact=load_teacher)
         except Interrupted:
             raise Interrupted(f"stopped in point {task.index + 1}/{task.total}, checkpoint saved; run the same "
                               "popcli sweep command again to resume where it stopped") from None
