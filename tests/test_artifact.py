@@ -106,7 +106,8 @@ def built(arch: str, density: float, seed: int = 0):
     return model, recipe
 
 
-@pytest.mark.parametrize("density,codec,limit", [(0.5, "packbits", 1.02), (0.1, "rans", 0.48)])
+# whole file: masks + header (the recipe in it grew by the distill keys: 0.4783 -> 0.4802 at 0.1)
+@pytest.mark.parametrize("density,codec,limit", [(0.5, "packbits", 1.02), (0.1, "rans", 0.485)])
 def test_conv4_size_targets(tmp_path, density, codec, limit):
     model, recipe = built("conv4", density)
     popcli.save(model, tmp_path / "c.safetensors", recipe=recipe, data_info={"shape": [3, 32, 32], "num_classes": 10},
