@@ -2,9 +2,10 @@
 and optional.
 
 Sources (plain C99 with GCC/Clang vector extensions and OpenMP, no Python or torch headers):
-``train.c`` (the fused edge-popup training passes), ``rng.c`` (the portable weight generator)
-and ``rans.c`` (the mask decoder). Each computes exactly the bits of the numpy/torch code it
-speeds up (tests check both paths), so ``library()`` returning None only costs time: no C
+``train.c`` (the fused edge-popup training passes), ``rng.c`` (the portable weight generator),
+``rans.c`` (the mask decoder) and ``packed.c`` (layers run from keep and sign bits, whose own
+tolerance its header states). The first three compute exactly the bits of the numpy/torch code they
+speed up (tests check both paths), so ``library()`` returning None only costs time: no C
 compiler, a failed build, or ``POPCLI_CPU_KERNELS=0``. ``status()`` says which and why.
 
 The build is cached under ``$XDG_CACHE_HOME/popcli/kernels`` (or ``~/.cache``) keyed by a hash of
@@ -24,7 +25,7 @@ import threading
 from importlib.resources import files
 from pathlib import Path
 
-SOURCES = ("train.c", "rng.c", "rans.c")
+SOURCES = ("train.c", "rng.c", "rans.c", "packed.c")
 _FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing")
 _OPENMP = ("-fopenmp",)  # tried first; without OpenMP the same kernels run on one thread
 _P, _N, _U32, _U64, _INT, _F32 = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int,
@@ -37,6 +38,9 @@ SIGNATURES = {
     "popcli_score_grad": ([_P, _P, _P, _P, _N, _INT], None),
     "popcli_generate_weights": ([_U64, _U64, _N, _INT, _F32, _P, _INT], None),
     "popcli_rans_decode": ([_P, _N, _N, _N, _P, _P, _N, _P, _P], _INT),
+    "popcli_packed_isa": ([], _INT),
+    "popcli_packed_linear": ([_P, _P, _P, _P, _N, _N, _P, _N, _P, _INT, _INT], None),
+    "popcli_packed_unpack": ([_P, _P, _P, _N, _N, _N, _P, _INT, _INT], None),
 }
 
 _lock = threading.Lock()
