@@ -41,7 +41,8 @@ CHUNK_FLOATS = 1 << 18  # unpack a Linear weight 1 MiB at a time for the dense m
 def _isa_code(isa: str | None) -> int:
     """The kernel path: ``isa`` ("auto", "avx2", "generic"), where "auto" (None) follows
     ``$POPCLI_KERNEL_ISA`` (generic forces the portable path) and else takes the best compiled in."""
-    isa = isa or os.environ.get("POPCLI_KERNEL_ISA") or "auto"
+    if isa is None:
+        isa = os.environ.get("POPCLI_KERNEL_ISA") or "auto"
     if isa == "auto" or isa == "avx512":  # no AVX-512 path yet: AVX2 where the CPU has it
         return ISAS["avx2"]
     if isa not in ISAS:
@@ -124,6 +125,7 @@ class PackedLinear(_Packed):
         super().__init__()
         self._init_bits(packed, shift, in_features)
         self.in_features, self.out_features = in_features, len(packed[2])
+        self._call: tuple | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "PackedLinear | None":
@@ -131,20 +133,40 @@ class PackedLinear(_Packed):
         return None if packed is None else cls(packed, linear.bias, linear.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lib = kernels.library()
         rows = x.reshape(-1, self.in_features)
-        direct = (lib is not None and rows.shape[0] <= DIRECT_MAX_BATCH and x.device.type == "cpu"
-                  and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad))
-        if not direct:
+        if (rows.shape[0] > DIRECT_MAX_BATCH or x.dtype != torch.float32 or x.device.type != "cpu"
+                or (x.requires_grad and torch.is_grad_enabled())):
             return self._unpacked_forward(x)
-        n, kbytes = self.keep.shape
-        rows = rows.contiguous()
+        call = self._direct_call()
+        if call is None:
+            return self._unpacked_forward(x)
+        fn, args, kbytes, isa = call
         if kbytes * 8 != self.in_features:
             rows = F.pad(rows, (0, kbytes * 8 - self.in_features))
-        y = torch.empty(rows.shape[0], n)
-        lib.popcli_packed_linear(_ptr(self.keep), _ptr(self.sign), _ptr(self.scale), _ptr(self.shift), n, kbytes,
-                                 _ptr(rows), rows.shape[0], _ptr(y), kernels.threads(), _isa_code(self.isa))
-        return y.reshape(*x.shape[:-1], n)
+        elif not rows.is_contiguous():
+            rows = rows.contiguous()
+        y = torch.empty(rows.shape[0], self.out_features)
+        fn(*args, rows.data_ptr(), rows.shape[0], y.data_ptr(), torch.get_num_threads(), isa)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+
+    def _direct_call(self):
+        """(kernel, its leading arguments, bytes per row, isa code), built once per placement of the
+        buffers (``_apply``, behind ``.to()``, and ``set_isa`` drop it; ``$POPCLI_KERNEL_ISA`` is read
+        then): a ctypes call with prepared arguments costs ~2 us instead of ~10. None without C
+        kernels or off the CPU."""
+        if self._call is None:
+            lib = kernels.library()
+            if lib is None or self.keep.device.type != "cpu":
+                return None
+            n, kbytes = self.keep.shape
+            pointers = (t.data_ptr() for t in (self.keep, self.sign, self.scale, self.shift))
+            self._call = (lib.popcli_packed_linear, (*map(ctypes.c_void_p, pointers), n, kbytes), kbytes,
+                          _isa_code(self.isa), self.keep)  # holding the buffer keeps its pointer valid
+        return self._call[:4]
+
+    def _apply(self, fn, recurse=True):
+        self._call = None
+        return super()._apply(fn, recurse)
 
     def _unpacked_forward(self, x: torch.Tensor) -> torch.Tensor:
         """F.linear over the unpacked weight, CHUNK_FLOATS of it at a time: the chunk stays in the
@@ -221,6 +243,8 @@ def set_isa(model: nn.Module, isa: str | None) -> nn.Module:
     for module in model.modules():
         if isinstance(module, _Packed):
             module.isa = isa
+            if isinstance(module, PackedLinear):
+                module._call = None
     return model
 
 
