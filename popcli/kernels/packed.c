@@ -16,7 +16,7 @@
  * The AVX2 path (x86-64 with GCC/Clang: compiled with a target attribute, taken when the CPU has
  * AVX2 and isa != 0) turns each byte of keep and sign bits into lane masks with two 256-entry
  * tables: 8 weights cost two table loads, an AND (drop), an XOR (flip the float sign bit) and an
- * add. Eight output rows share each load of x at batch 1; two rows by four columns otherwise.
+ * add. Four output rows share each load of x at batch 1; two rows by four columns otherwise.
  * OpenMP splits the output rows over `threads`.
  */
 #include <stdint.h>

@@ -3,7 +3,7 @@
 ``layers`` (SubnetConv2d / SubnetLinear and the shared SubnetMixin), ``attention`` (masked
 multi-head attention), ``topk`` (the O(n) selection), ``fused`` + ``cpu_kernels`` (the CPU
 training passes in C), ``convert`` (any module to subnet layers and back), ``fold`` (batch norm
-into the layer before it). Imports only ``popcli.errors`` and ``popcli.kernels``.
+into the layer before it), ``packed`` (layers run from keep and sign bits). Imports only ``popcli.errors`` and ``popcli.kernels``.
 """
 
 from .layers import (
