@@ -76,3 +76,16 @@ def test_kernel_against_dense_linear_odd_shapes(n, k, batch):
 def test_two_magnitudes_in_a_row_do_not_pack():
     assert pack_rows(torch.tensor([[1.0, -1.0, 0.0], [2.0, 1.0, 0.0]])) is None
     assert packed.kernel_isa("generic") in ("generic", "torch")
+
+
+def test_popcli_kernel_isa_generic_forces_the_portable_path(monkeypatch):
+    linear = torch.nn.Linear(24, 5)
+    linear.weight.data = torch.where(torch.arange(120).reshape(5, 24) % 3 == 0, -0.5, 0.5)
+    monkeypatch.setenv("POPCLI_KERNEL_ISA", "generic")
+    layer = PackedLinear.from_linear(linear)
+    x = torch.randn(1, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert close(layer(x), linear(x))
+    assert layer._call[3] == packed.ISAS["generic"]
+    with pytest.raises(popcli.errors.ModelError, match="auto, avx2 or generic"):
+        set_isa(layer, "sse9")
