@@ -24,7 +24,9 @@ from .version import __version__
 def load(path, device="cpu", mask=None, mode="infer", fold_bn=True, inputs=None, *, model=None, trust_code=False):
     """The subnetwork of an artifact as an eval-mode ``torch.nn.Module`` (``popcli.artifact.load``):
     ``mode="infer"`` plain frozen layers at dense speed (batch norm folded unless ``fold_bn=False``,
-    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit);
+    which keeps the logits bit for bit), ``mode="search"`` subnet layers with scores (bit for bit),
+    ``mode="packed"`` signed-constant layers run from keep and sign bits (~2 bits per weight,
+    logits to float32 rounding; float inits refused: ``popcli.nn.packed``);
     ``mask`` names one of a multi-mask file's masks (None: its first), or ``"auto"``: the task of
     the images ``inputs`` [B, C, H, W] (SupSup's one-shot task inference, ``artifact.tasks``).
     ``model``: load into your own module (plain or subnetified; checked against the file,

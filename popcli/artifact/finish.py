@@ -7,8 +7,9 @@ bit for bit) and, with ``fold_bn``, folds each batch norm that follows a conv/li
 (``nn.fold`` on the torch.fx trace: what the baked model and the ONNX export do;
 logits then agree to float32 rounding, ~1e-6, not bit for bit; a model torch.fx cannot trace
 keeps its batch norms). For ``mode="search"`` it gives each subnet layer trainable scores whose
-top-k is exactly its stored mask (drawn from the seed's "scores" stream of that layer). Nothing
-here reads files.
+top-k is exactly its stored mask (drawn from the seed's "scores" stream of that layer).
+``mode="packed"`` is the infer model with its +-c layers replaced by ``nn.packed`` layers (keep and
+sign bits; refused for float inits). Nothing here reads files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch.nn as nn
 from .. import rng
 from ..models import masked_layers
 from ..nn import bake_subnets
+from ..errors import ArtifactError
 from ..nn.fold import fold_traced
+from ..nn.packed import pack_model
 from . import preprocess
 from .container import Artifact
 
@@ -45,4 +48,18 @@ def _finish(model: nn.Module, art: Artifact, mode: str, fold_bn: bool) -> nn.Mod
         model = fold_traced(model)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    if mode == "packed":
+        check_packable(art)
+        model, _ = pack_model(model)
     return model
+
+
+PACKABLE_INITS = ("signed_constant", "scaled_signed_constant")
+
+
+def check_packable(art: Artifact) -> None:
+    """mode='packed' needs +-c weights: a signed-constant init, or biprop (+-alpha whatever the init)."""
+    init, method = art.recipe.model.init, art.recipe.search.method
+    if method == "dense" or (method != "biprop" and init not in PACKABLE_INITS):
+        raise ArtifactError(f"mode='packed' runs signed-constant weights from their bits; {art.path} holds float "
+                            f"weights (init {init}, method {method}): load it with the default mode='infer'")

@@ -33,7 +33,7 @@ from .structure import builder, check_trust, own_model, skeleton
 from .tasks import AUTO, TaskGuess, TaskMixture
 from .verification import Checked, Verification, verify
 
-MODES = ("infer", "search")
+MODES = ("infer", "search", "packed")
 
 
 def _fill(checked: Checked) -> nn.Module:
@@ -77,8 +77,8 @@ def mask_models(art: Artifact, *, mode: str = "infer", fold_bn: bool = False,
 
 def _check_options(mode: str, mask: str | None, inputs, model: nn.Module | None) -> None:
     if mode not in MODES:
-        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment) or mode='search' (subnet "
-                            f"layers with scores)")
+        raise ArtifactError(f"mode {mode!r}: use mode='infer' (plain layers, deployment), mode='search' (subnet "
+                            f"layers with scores) or mode='packed' (signed-constant layers run from their bits)")
     if inputs is not None and mask != AUTO:
         raise ArtifactError("inputs= is for mask='auto' (task inference); drop it, or pass mask='auto'")
     if mask == AUTO and model is not None:
@@ -97,7 +97,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", mask: str | None 
     Conv2d/Linear holding ``w * mask`` and, with ``fold_bn``, batch norms are folded into them
     (``nn.fold``), so a forward costs what the baked dense model's does; logits equal the
     searched model's bit for bit with ``fold_bn=False`` (or no batch norm), to float32 rounding
-    otherwise. ``mode="search"``: subnet layers whose trainable scores select exactly the stored
+    otherwise. ``mode="packed"``: the infer model with its signed-constant layers run from keep
+    and sign bits (``nn.packed``; float inits are refused). ``mode="search"``: subnet layers whose trainable scores select exactly the stored
     mask (``layer.mask()``; see ``finish``), to continue a search or inspect masks; logits bit
     for bit. (Bit for bit: on the same device and torch version.)
 

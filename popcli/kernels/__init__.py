@@ -3,8 +3,9 @@ and optional.
 
 Sources (plain C99 with GCC/Clang vector extensions and OpenMP, no Python or torch headers):
 ``train.c`` (the fused edge-popup training passes), ``rng.c`` (the portable weight generator),
-``rans.c`` (the mask decoder) and ``isa.c`` (which build this CPU runs). Each computes exactly the
-bits of the numpy/torch code it speeds up (tests check both paths), so ``library()`` returning None
+``rans.c`` (the mask decoder), ``packed.c`` (layers run from keep and sign bits, whose own tolerance
+its header states) and ``isa.c`` (which build this CPU runs). The others compute exactly the
+bits of the numpy/torch code they speed up (tests check both paths), so ``library()`` returning None
 only costs time: no C compiler, a failed build, or ``POPCLI_CPU_KERNELS=0``. ``status()`` says which
 and why.
 
@@ -32,7 +33,7 @@ import threading
 from importlib.resources import files
 from pathlib import Path
 
-SOURCES = ("train.c", "rng.c", "rans.c", "isa.c")
+SOURCES = ("train.c", "rng.c", "rans.c", "packed.c", "isa.c")
 ISAS = ("generic", "avx2", "avx512")  # lowest first: index = popcli_isa_level()
 _ISA_FLAGS = {"generic": (), "avx2": ("-mavx2", "-mfma"),
               "avx512": ("-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl")}
@@ -50,6 +51,9 @@ SIGNATURES = {
     "popcli_rans_decode": ([_P, _N, _N, _N, _P, _P, _N, _P, _P], _INT),
     "popcli_isa_level": ([], _INT),
     "popcli_vector_bytes": ([], _INT),
+    "popcli_packed_isa": ([], _INT),
+    "popcli_packed_linear": ([_P, _P, _P, _P, _N, _N, _P, _N, _P, _INT, _INT], None),
+    "popcli_packed_unpack": ([_P, _P, _P, _N, _N, _N, _P, _INT, _INT], None),
 }
 
 _lock = threading.Lock()

@@ -1,0 +1,91 @@
+"""popcli.load(mode="packed"): layers run from keep and sign bits, against the default infer model."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import popcli
+from popcli import recipe as recipes
+from popcli.engine.loop import search
+from popcli.errors import ArtifactError
+from popcli.export import export
+from popcli.nn import packed
+from popcli.nn.packed import PackedConv2d, PackedLinear, pack_rows, resident_bytes, set_isa
+
+SYNTH = ["data.dataset=synthetic", "data.num_classes=4", "data.train_size=128", "data.test_size=64",
+         "data.batch_size=32", "search.epochs=1", "search.density=0.3"]
+FC = ["data.shape=[1,8,8]", "model.arch=fc", "model.hidden=[40]", "model.batchnorm=true"]
+CONV = ["data.shape=[3,8,8]", "model.arch=conv2", "model.width=0.125"]
+
+
+def artifact(tmp_path: Path, *extra: str) -> Path:
+    search(recipes.load(None, [*SYNTH, *extra]), tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "a.safetensors")
+    return tmp_path / "a.safetensors"
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((a - b).abs().max() <= 1e-5 * b.abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("extra", [
+    [*FC, "model.init=signed_constant"],
+    [*FC, "search.method=biprop", "model.init=kaiming_normal"],
+    [*CONV, "model.init=scaled_signed_constant"],
+], ids=["fc-signed-constant", "fc-biprop", "conv-scaled-signed-constant"])
+def test_packed_logits_match_the_infer_model_on_every_path(tmp_path, extra):
+    path = artifact(tmp_path, *extra)
+    dense, model = popcli.load(path), popcli.load(path, mode="packed")
+    assert any(isinstance(m, (PackedLinear, PackedConv2d)) for m in model.modules())
+    shape = [int(v) for v in extra[0].split("=")[1].strip("[]").split(",")]
+    with torch.no_grad():
+        for batch in (1, 3, 64):
+            x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
+            want = dense(x)
+            got = {isa: set_isa(model, isa)(x) for isa in ("avx2", "generic")}
+            assert torch.equal(got["avx2"], got["generic"])  # the same summation order on both paths
+            assert close(got["avx2"], want), (got["avx2"] - want).abs().max()
+    assert resident_bytes(model) < resident_bytes(dense)
+
+
+def test_float_init_is_refused_in_one_line(tmp_path):
+    path = artifact(tmp_path, *FC, "model.init=kaiming_normal")
+    with pytest.raises(ArtifactError, match="default mode='infer'") as err:
+        popcli.load(path, mode="packed")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("n,k", [(13, 21), (16, 64), (9, 100)])
+@pytest.mark.parametrize("batch", [1, 2, 5, 8, 9, 40])
+def test_kernel_against_dense_linear_odd_shapes(n, k, batch):
+    g = torch.Generator().manual_seed(n * k + batch)
+    w = torch.where(torch.rand(n, k, generator=g) < 0.4, torch.where(torch.rand(n, k, generator=g) < 0.5, -1.0, 1.0), 0.0)
+    w = w * (torch.rand(n, 1, generator=g) + 0.1)
+    linear = torch.nn.Linear(k, n)
+    linear.weight.data, linear.bias.data = w, torch.randn(n, generator=g)
+    layer = PackedLinear.from_linear(linear)
+    assert torch.equal(layer.unpacked_weight(), w)
+    x = torch.randn(batch, k, generator=g)
+    with torch.no_grad():
+        for isa in ("avx2", "generic"):
+            layer.isa, layer._call = isa, None
+            assert close(layer(x), linear(x))
+
+
+def test_two_magnitudes_in_a_row_do_not_pack():
+    assert pack_rows(torch.tensor([[1.0, -1.0, 0.0], [2.0, 1.0, 0.0]])) is None
+    assert packed.kernel_isa("generic") in ("generic", "torch")
+
+
+def test_popcli_kernel_isa_generic_forces_the_portable_path(monkeypatch):
+    linear = torch.nn.Linear(24, 5)
+    linear.weight.data = torch.where(torch.arange(120).reshape(5, 24) % 3 == 0, -0.5, 0.5)
+    monkeypatch.setenv("POPCLI_KERNEL_ISA", "generic")
+    layer = PackedLinear.from_linear(linear)
+    x = torch.randn(1, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert close(layer(x), linear(x))
+    assert layer._call[3] == packed.ISAS["generic"]
+    with pytest.raises(popcli.errors.ModelError, match="auto, avx2 or generic"):
+        set_isa(layer, "sse9")
