@@ -9,7 +9,6 @@ with its accuracy and speed against fp32 (``int8.report``). Nothing prints.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,6 @@ def _metadata(recipe: Recipe, data_info: dict[str, Any], source: str, source_sha
         "popcli.recipe": compact(recipe.to_dict()),
         **preprocess.onnx_metadata(preprocess.data_config(recipe, data_info)),
     }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(model: torch.nn.Module, recipe: Recipe, data_info: dict[str, Any], path: str | Path, *,

@@ -23,7 +23,6 @@ table (same logits as an uninterrupted run) and refuses a teacher that changed. 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +36,7 @@ from ..errors import PopcliError, RecipeError, RunError, option
 from ..methods.schedule import set_density
 from ..models import build_model, input_size, trust
 from ..recipe import DataConfig, SearchConfig, from_dict
+from ..storage.atomic import file_sha256
 from ..storage.checkpoint import load_checkpoint
 
 ArtifactLoader = Callable[[Path], nn.Module]  # popcli.load(path): the artifact's model in eval mode
@@ -51,14 +51,6 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, 
     kl = F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
                   reduction="batchmean", log_target=True)
     return (1.0 - weight) * ce + weight * temperature * temperature * kl
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -83,7 +83,8 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     ``should_stop()`` (a Ctrl-C) is asked between the steps, never inside a write: true before a
     file is written raises ``Interrupted`` saying which were written (complete) and which not; a
     stop asked after the last write changes nothing (the work is done)."""
-    from ..deploy.onnx_file import export_onnx, file_sha256  # onnx, onnxruntime: only when asked
+    from ..storage.atomic import file_sha256
+    from ..deploy.onnx_file import export_onnx  # onnx, onnxruntime: only when asked
 
     if masks:
         from .bundle import write as write_bundle

@@ -11,6 +11,8 @@ What is committed where (last.pt is a run's one commit point) is ``popcli.engine
 
 from __future__ import annotations
 
+import hashlib
+
 import errno
 import os
 import secrets
@@ -268,3 +270,12 @@ def check_output(path: Path, force: bool, option: str) -> None:
                            f"another {where}")
     if not folder_ok:
         raise OutputExists(f"folder {str(path.parent)!r} does not exist; create it or choose another {where}")
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
