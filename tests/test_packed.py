@@ -25,6 +25,22 @@ def artifact(tmp_path: Path, *extra: str) -> Path:
     return tmp_path / "a.safetensors"
 
 
+PATHS = ("avx512", "avx2", "generic")
+
+
+def runnable_paths() -> list[str]:
+    """The kernel paths this CPU runs (packed.kernel_isa falls back from a wider one)."""
+    return [isa for isa in PATHS if packed.kernel_isa(isa) == isa]
+
+
+@pytest.fixture(params=PATHS)
+def each_path(request):
+    """One packed kernel path, forced with set_isa (skipped where this CPU cannot run it)."""
+    if packed.kernel_isa(request.param) != request.param:
+        pytest.skip(f"this CPU does not run the {request.param} packed path")
+    return request.param
+
+
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= 1e-5 * b.abs().max().clamp_min(1e-30))
 
@@ -43,9 +59,10 @@ def test_packed_logits_match_the_infer_model_on_every_path(tmp_path, extra):
         for batch in (1, 3, 64):
             x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
             want = dense(x)
-            got = {isa: set_isa(model, isa)(x) for isa in ("avx2", "generic")}
-            assert torch.equal(got["avx2"], got["generic"])  # the same summation order on both paths
-            assert close(got["avx2"], want), (got["avx2"] - want).abs().max()
+            got = {isa: set_isa(model, isa)(x) for isa in runnable_paths()}
+            for isa, logits in got.items():
+                assert torch.equal(logits, got["generic"]), isa  # the same summation order on every path
+                assert close(logits, want), (isa, (logits - want).abs().max())
     assert resident_bytes(model) < resident_bytes(dense)
 
 
@@ -58,7 +75,7 @@ def test_float_init_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("n,k", [(13, 21), (16, 64), (9, 100)])
 @pytest.mark.parametrize("batch", [1, 2, 5, 8, 9, 40])
-def test_kernel_against_dense_linear_odd_shapes(n, k, batch):
+def test_kernel_against_dense_linear_odd_shapes(n, k, batch, each_path):
     g = torch.Generator().manual_seed(n * k + batch)
     w = torch.where(torch.rand(n, k, generator=g) < 0.4, torch.where(torch.rand(n, k, generator=g) < 0.5, -1.0, 1.0), 0.0)
     w = w * (torch.rand(n, 1, generator=g) + 0.1)
@@ -68,9 +85,27 @@ def test_kernel_against_dense_linear_odd_shapes(n, k, batch):
     assert torch.equal(layer.unpacked_weight(), w)
     x = torch.randn(batch, k, generator=g)
     with torch.no_grad():
-        for isa in ("avx2", "generic"):
-            layer.isa, layer._call = isa, None
-            assert close(layer(x), linear(x))
+        set_isa(layer, "generic")
+        portable = layer(x)
+        set_isa(layer, each_path)
+        assert torch.equal(layer(x), portable)
+        assert close(layer(x), linear(x))
+
+
+def test_every_path_matches_the_portable_one_on_a_wide_layer(each_path):
+    """Rows of 784 and 1000 inputs (whole 64-weight words and a tail), batch 1 to 8."""
+    g = torch.Generator().manual_seed(7)
+    for n, k in ((37, 784), (20, 1000)):
+        w = torch.where(torch.rand(n, k, generator=g) < 0.5, torch.where(torch.rand(n, k, generator=g) < 0.5, -0.3, 0.3), 0.0)
+        linear = torch.nn.Linear(k, n)
+        linear.weight.data = w
+        layer = PackedLinear.from_linear(linear)
+        with torch.no_grad():
+            for batch in (1, 2, 4, 7, 8):
+                x = torch.randn(batch, k, generator=g)
+                portable = set_isa(layer, "generic")(x)
+                assert torch.equal(set_isa(layer, each_path)(x), portable), (n, k, batch)
+                assert close(portable, linear(x))
 
 
 def test_two_magnitudes_in_a_row_do_not_pack():
@@ -87,5 +122,5 @@ def test_popcli_kernel_isa_generic_forces_the_portable_path(monkeypatch):
     with torch.no_grad():
         assert close(layer(x), linear(x))
     assert layer._call[3] == packed.ISAS["generic"]
-    with pytest.raises(popcli.errors.ModelError, match="auto, avx2 or generic"):
+    with pytest.raises(popcli.errors.ModelError, match="auto, avx512, avx2 or generic"):
         set_isa(layer, "sse9")

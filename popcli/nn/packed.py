@@ -33,29 +33,31 @@ import torch.nn.functional as F
 from .. import kernels
 from ..errors import ModelError
 
-ISAS = {"generic": 0, "avx2": 2}
+ISAS = {"generic": 0, "avx2": 2, "avx512": 3}  # packed.c path codes; the widest the CPU runs is taken
 DIRECT_MAX_BATCH = 8  # measured (benchmarks/packed.py): above this, unpack + dense matmul is faster
 CHUNK_FLOATS = 1 << 18  # unpack a Linear weight 1 MiB at a time for the dense matmul
 
 
 def _isa_code(isa: str | None) -> int:
-    """The kernel path: ``isa`` ("auto", "avx2", "generic"), where "auto" (None) follows
-    ``$POPCLI_KERNEL_ISA`` (generic forces the portable path) and else takes the best compiled in."""
+    """The kernel path: ``isa`` ("auto", "avx512", "avx2", "generic"), where "auto" (None) follows
+    ``$POPCLI_KERNEL_ISA`` and else takes AVX2 (the fastest measured) where the CPU has it; a path wider than the CPU's falls
+    back to the widest it runs (packed.c picks)."""
     if isa is None:
         isa = os.environ.get("POPCLI_KERNEL_ISA") or "auto"
-    if isa == "auto" or isa == "avx512":  # no AVX-512 path yet: AVX2 where the CPU has it
+    if isa == "auto":  # AVX2: the AVX-512 mask path measured 1.3-2.7x slower on Zen 4 (kmov per byte)
         return ISAS["avx2"]
     if isa not in ISAS:
-        raise ModelError(f"kernel isa {isa!r}: use auto, avx2 or generic")
+        raise ModelError(f"kernel isa {isa!r}: use auto, avx512, avx2 or generic")
     return ISAS[isa]
 
 
 def kernel_isa(isa: str | None = None) -> str:
-    """The path a packed layer's kernel call takes now: "avx2", "generic", or "torch" (no C kernels)."""
+    """The path a packed layer's kernel call takes now: "avx512", "avx2", "generic", or "torch" (no C kernels)."""
     lib = kernels.library()
     if lib is None:
         return "torch"
-    return "avx2" if _isa_code(isa) and lib.popcli_packed_isa() == 2 else "generic"
+    code = min(_isa_code(isa), lib.popcli_packed_isa())
+    return "generic" if code < ISAS["avx2"] else ("avx2" if code < ISAS["avx512"] else "avx512")
 
 
 def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
@@ -238,7 +240,7 @@ def pack_model(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 def set_isa(model: nn.Module, isa: str | None) -> nn.Module:
-    """Force the kernel path of every packed layer ("avx2", "generic"; None: auto); returns the model."""
+    """Force the kernel path of every packed layer ("avx512", "avx2", "generic"; None: auto); returns the model."""
     _isa_code(isa)  # checked once, here
     for module in model.modules():
         if isinstance(module, _Packed):
