@@ -27,6 +27,8 @@ def export(
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Also (or only) write a verified ONNX graph here."),
     prune_dead_units: bool = typer.Option(False, "--prune-dead-units", help="ONNX: remove units that cannot matter."),
     int8: bool = typer.Option(False, "--int8", help="ONNX: also write <name>.int8.onnx (static QDQ int8)."),
+    compact: bool = typer.Option(False, "--compact", help="ONNX: store the weights as keep and sign bits "
+                                 "(~2 bits per weight; signed-constant family), unpacked when the session starts."),
     codec: str = typer.Option("auto", "--codec", help="Mask codec: auto (the smaller), packbits or rans."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset folder for the ONNX parity check."),
     parity_samples: int = typer.Option(1000, "--parity-samples", help="Test images for the ONNX parity check."),
@@ -42,7 +44,7 @@ def export(
         with StopFlag(EXPORT_STOP) as stop, spinner("exporting and verifying...", quiet=as_json):
             report = run_export(source, out, onnx=onnx, prune_dead_units=prune_dead_units, int8=int8, codec=codec,
                                 force=force, data_dir=data_dir, parity_samples=parity_samples, masks=masks,
-                                should_stop=stop, trust_code=trust_code)
+                                should_stop=stop, trust_code=trust_code, compact=compact)
     except KeyboardInterrupt:  # a second Ctrl-C: every write is atomic, so no file is left half-written
         raise Interrupted("aborted; each output is either complete or not there (writes are atomic)") from None
     if stop.requested:  # the Ctrl-C came after the last write: the work is done, and says so

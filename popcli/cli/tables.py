@@ -143,6 +143,11 @@ def onnx_table(report: dict[str, Any]) -> Table:
     shape = ", ".join(map(str, report.get("input_shape", ["batch", "C", "H", "W"])))
     classes = f" [batch, {report['num_classes']}]" if "num_classes" in report else ""
     table.add_row("graph", escape(f"opset {report['opset']}, {size(report['bytes'])}, input [{shape}] float32 -> logits{classes}"))
+    if "compact" in report:
+        c = report["compact"]
+        table.add_row("compact", f"{c['packed_weights']} of {c['weight_tensors']} weight tensors as keep+sign bits: "
+                                 f"{size(report['bytes'])} vs fp32 graph {size(c['fp32_bytes'])} "
+                                 f"({c['fp32_bytes'] / report['bytes']:.1f}x smaller)")
     table.add_row("parity vs PyTorch", f"max |diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}), "
                                        f"top-1 agreement {parity['top1_agreement']:.2%} on {parity['samples']} test images")
     table.add_row("parameters", f"{before['params']:,} -> {after['params']:,} "

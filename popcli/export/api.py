@@ -72,12 +72,13 @@ def _is_dir(path: Path) -> bool:
 def export(source: str | Path | None, out: str | Path | None = None, *, onnx: str | Path | None = None,
            prune_dead_units: bool = False, int8: bool = False, codec: str = "auto", force: bool = False,
            data_dir: str | None = None, parity_samples: int = 1000, masks: list[str] | None = None,
-           inputs: torch.Tensor | None = None, trust_code: bool = False,
+           inputs: torch.Tensor | None = None, trust_code: bool = False, compact: bool = False,
            should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Write the artifact (``out``) and/or a verified ONNX graph (``onnx``) of a run folder, a
     checkpoint, or (for ONNX) an artifact. The report: ``inspect(out)`` plus an "onnx" entry.
     ``masks`` (["NAME=RUN", ...], no ``source``): one artifact holding every run's mask (multimask).
     ``inputs``: images [N, C, H, W] for the ONNX parity check instead of the recipe's test set.
+    ``compact``: the ONNX file stores packable weights as keep and sign bits (``deploy.compact``).
     ``trust_code``: build a model whose builder the run or artifact names even when it is not
     popcli's own or an installed entry point (``models.trust``).
     ``should_stop()`` (a Ctrl-C) is asked between the steps, never inside a write: true before a
@@ -103,8 +104,8 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
     out, onnx = output_paths(out, onnx)
     if out is None and onnx is None:
         raise UsageError("nothing to write: pass -o FILE.safetensors for the artifact and/or --onnx FILE.onnx")
-    if onnx is None and (prune_dead_units or int8):
-        raise UsageError("--prune-dead-units and --int8 shape the ONNX graph: add --onnx FILE.onnx")
+    if onnx is None and (prune_dead_units or int8 or compact):
+        raise UsageError("--prune-dead-units, --int8 and --compact shape the ONNX graph: add --onnx FILE.onnx")
     check_codec(codec)
     if parity_samples < 1:
         raise UsageError(f"--parity-samples {parity_samples}: expected a positive number of test images")
@@ -140,5 +141,5 @@ def export(source: str | Path | None, out: str | Path | None = None, *, onnx: st
         stop([out], [onnx])
         report["onnx"] = export_onnx(model, recipe, info, onnx, source=str(source), source_sha256=source_sha,
                                      prune=prune_dead_units, int8=int8, data_dir=data_dir, samples=parity_samples,
-                                     force=force, inputs=inputs)
+                                     force=force, inputs=inputs, compact=compact)
     return report
