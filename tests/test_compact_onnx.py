@@ -154,3 +154,25 @@ def test_compact_fmnist_test_set_identical(tmp_path):
     small, fp32 = _logits(tmp_path / "small.onnx", x), _logits(tmp_path / "fp32.onnx", x)
     np.testing.assert_array_equal(small, fp32)
     assert (small.argmax(1) == y.numpy()).mean() > 0.5  # a real search on real images, not noise
+
+
+def test_eval_packed_and_compact_rows(runs, tmp_path):
+    from popcli.deploy.evaluate import evaluate
+
+    export(runs / "signed", tmp_path / "s.safetensors")
+    report = evaluate(tmp_path / "s.safetensors", batch_sizes="1,16")
+    accuracy = {row["engine"]: row["top1"] for row in report["accuracy"]}
+    assert accuracy["ort_compact"] == accuracy["ort_fp32"]  # the same weights after folding
+    assert abs(accuracy["torch_packed"] - accuracy["torch_subnet"]) <= 1 / 128  # sums in another order: ties may flip
+    latency = {(row["engine"], row["batch_size"]): row for row in report["latency"]}
+    assert ("torch_packed", 1) in latency and ("ort_compact", 16) in latency
+    assert latency[("ort_compact", 1)]["session_start_ms"] > 0 and latency[("torch_packed", 1)]["session_start_ms"] is None
+    export(runs / "signed", onnx=tmp_path / "c.onnx", compact=True)
+    on_file = evaluate(tmp_path / "c.onnx", batch_sizes="2")
+    assert [row["engine"] for row in on_file["accuracy"]] == ["ort_compact"]
+    assert on_file["accuracy"][0]["top1"] == accuracy["ort_fp32"]
+    export(runs / "kaiming", tmp_path / "k.safetensors")
+    engines = {row["engine"] for row in evaluate(tmp_path / "k.safetensors", batch_sizes="1")["latency"]}
+    assert not engines & {"torch_packed", "ort_compact"}  # float weights: no bits to run from
+    text = cli.run("eval", tmp_path / "s.safetensors", "--batch-sizes", "1").stdout
+    assert "packed bits" in text and "session start" in text

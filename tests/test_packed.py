@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cli_helpers as cli
 import popcli
 from popcli import recipe as recipes
 from popcli.engine.loop import search
@@ -124,3 +125,23 @@ def test_popcli_kernel_isa_generic_forces_the_portable_path(monkeypatch):
     assert layer._call[3] == packed.ISAS["generic"]
     with pytest.raises(popcli.errors.ModelError, match="auto, avx512, avx2 or generic"):
         set_isa(layer, "sse9")
+
+
+@pytest.mark.parametrize("init,packable", [("signed_constant", True), ("kaiming_normal", False)])
+def test_inspect_inference_bytes_are_what_loading_holds(tmp_path, init, packable):
+    """inspect's bytes at inference, from the header alone, equal the bytes the loaded models' tensors hold
+    (no batch norm here, whose statistics load folds into biases)."""
+    from popcli.artifact import inspect
+
+    model = popcli.create_model("fc", hidden=(1024, 1024), density=0.2, input_shape=(1, 28, 28), init=init).eval()
+    popcli.save(model, tmp_path / "m.safetensors")
+    held = inspect(tmp_path / "m.safetensors")["inference_bytes"]
+    assert held["fp32"] == resident_bytes(popcli.load(tmp_path / "m.safetensors")) == 4 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
+    assert held["int8"] == held["fp32"] // 4
+    if packable:
+        assert held["packed"] == resident_bytes(popcli.load(tmp_path / "m.safetensors", mode="packed"))
+        assert 8 * held["packed"] / (784 * 1024 + 1024 * 1024 + 1024 * 10) <= 2.1  # the issue's goal, on the quick start (2.07)
+    else:
+        assert held["packed"] is None
+    text = cli.run("inspect", tmp_path / "m.safetensors").stdout
+    assert "weights at inference" in text and ('mode="packed"' in text)

@@ -57,9 +57,16 @@ def _finish(model: nn.Module, art: Artifact, mode: str, fold_bn: bool) -> nn.Mod
 PACKABLE_INITS = ("signed_constant", "scaled_signed_constant")
 
 
-def check_packable(art: Artifact) -> None:
-    """mode='packed' needs +-c weights: a signed-constant init, or biprop (+-alpha whatever the init)."""
+def packable(art: Artifact) -> bool:
+    """Whether every kept weight of a masked row is +-one value: a signed-constant init, or biprop
+    (+-alpha whatever the init); never a dense (trained) model."""
     init, method = art.recipe.model.init, art.recipe.search.method
-    if method == "dense" or (method != "biprop" and init not in PACKABLE_INITS):
+    return method != "dense" and (method == "biprop" or init in PACKABLE_INITS)
+
+
+def check_packable(art: Artifact) -> None:
+    """mode='packed' needs +-c weights (``packable``)."""
+    init, method = art.recipe.model.init, art.recipe.search.method
+    if not packable(art):
         raise ArtifactError(f"mode='packed' runs signed-constant weights from their bits; {art.path} holds float "
                             f"weights (init {init}, method {method}): load it with the default mode='infer'")

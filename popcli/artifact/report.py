@@ -20,6 +20,7 @@ from typing import Any
 from .. import codecs, rng
 from ..methods import store as method_store
 from . import multimask
+from .finish import packable
 from .container import FORMAT_NAME, MASKS, STATE, Artifact
 from .reader import read
 from .structure import builder, skeleton
@@ -38,6 +39,19 @@ def _dense_fp32_bytes(art: Artifact) -> int:
         offset += nbytes
     header_bytes = len(json.dumps(header, separators=(",", ":")))
     return 8 + header_bytes + (-header_bytes % 8) + offset
+
+
+def _inference_bytes(art: Artifact) -> dict[str, int | None]:
+    """Bytes the weights hold at inference, per way to run the model (computed from the header, as
+    ``nn.packed.resident_bytes`` counts a loaded model): masked layers as fp32 (``load()``, and the
+    fp32 and compact ONNX files once ONNX Runtime has unpacked them), as int8 (the int8 ONNX file:
+    one byte each), and as keep + sign bits with a float32 scale and shift per output row
+    (``load(mode="packed")``, None where the weights are not +-c); plus the other stored tensors
+    (batch-norm statistics, biases) as they are."""
+    other = sum(int(value.nbytes) for key, value in art.tensors.items() if key.startswith(STATE))
+    masked = art.masked_weights
+    packed = sum(2 * r.shape[0] * -(-(r.numel // r.shape[0]) // 8) + 8 * r.shape[0] for r in art.layers)
+    return {"fp32": 4 * masked + other, "int8": masked + other, "packed": packed + other if packable(art) else None}
 
 
 def _signs(art: Artifact, report: dict[str, Any]) -> None:
@@ -77,6 +91,7 @@ def inspect(source: str | Path | Artifact, *, verify: bool = True, trust_code: b
         "artifact_bytes": art.file_bytes,
         "bits_per_masked_weight": 8 * art.file_bytes / masked if masked else None,
         "dense_fp32_bytes": dense, "dense_over_artifact": dense / art.file_bytes,
+        "inference_bytes": _inference_bytes(art),
         "checkpoint_bytes": ckpt, "checkpoint_over_artifact": ckpt / art.file_bytes if ckpt else None,
     }
     if method_store.SIGNS in art.tensors and masked:

@@ -68,6 +68,20 @@ def size(nbytes: int | None) -> str:
     return ""
 
 
+def _inference_table(report: dict[str, Any]) -> Table:
+    """Bytes held at inference by each way to run the model (``inspect``'s ``inference_bytes``)."""
+    held, masked = report["inference_bytes"], max(1, report["masked_weights"])
+    table = Table("way to run it", "bytes held", "bits per masked weight", title="weights at inference",
+                  title_justify="left", caption="other stored tensors (batch-norm statistics, biases) included; "
+                  "ONNX Runtime holds the fp32 and the compact file's weights as fp32")
+    for label, key in (("popcli.load(), ONNX fp32 / --compact", "fp32"), ("ONNX int8 (--int8)", "int8"),
+                       ('popcli.load(mode="packed")', "packed")):
+        value = held[key]
+        table.add_row(label, size(value) if value is not None else "n/a (float weights)",
+                      f"{8 * value / masked:.2f}" if value is not None else "")
+    return table
+
+
 def inspect_tables(report: dict[str, Any]) -> list[Table]:
     """Every string from the file is escaped: a name holding rich markup (``[/x]``) prints as written."""
     about = Table(title=escape(report["path"]), show_header=False, title_justify="left")
@@ -99,7 +113,7 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     sizes.add_row("dense fp32 safetensors", size(report["dense_fp32_bytes"]), f"{report['dense_over_artifact']:.1f}x")
     ratio = report["checkpoint_over_artifact"]
     sizes.add_row("search checkpoint", size(report["checkpoint_bytes"]), f"{ratio:.1f}x" if ratio else "n/a")
-    tables = [about, layers, sizes]
+    tables = [about, layers, sizes, _inference_table(report)]
     if report.get("masks"):  # a multi-mask file: the rows above describe its first mask
         masks = Table("mask", "kept", "own bytes", "search test accuracy", title="masks over the same seed",
                       title_justify="left")
@@ -187,13 +201,14 @@ def eval_tables(report: dict[str, Any]) -> list[Table]:
             accuracy.caption = f"the search reported {report['search_acc']:.2%}"
         tables.append(accuracy)
     inputs = {"generated": ", generated inputs", "files": ", your inputs"}.get(report.get("inputs"), "")
-    speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s",
+    speed = Table("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "session start ms",
                   title=escape(f"latency: {machine['cpu']}, {count(report['threads'], 'thread')}, "
                                f"{report['provider']}{inputs}"),
                   title_justify="left", caption=escape(report["note"]))
     for row in report["latency"]:
         speed.add_row(escape(row["label"]), str(row["batch_size"]), f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
-                      f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}")
+                      f"{row['p99_ms']:.3f}", f"{row['images_per_s']:,.0f}",
+                      "" if row.get("session_start_ms") is None else f"{row['session_start_ms']:.1f}")
     return [*([task_table(report["task_inference"])] if "task_inference" in report else []), *tables, speed]
 
 

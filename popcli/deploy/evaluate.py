@@ -4,7 +4,9 @@
 test accuracy (PyTorch and ONNX Runtime) and, per batch size, latency (p50/p90/p99 ms, images/s)
 of: PyTorch eager (the subnet model as loaded, and baked: masks applied, BN folded), ONNX
 Runtime fp32 (and int8 with ``int8=True``), and the same architecture *unmasked* as the dense
-reference. Every row is keyed by a stable engine id (``ENGINES``: ``torch_subnet``,
+reference; a signed-constant model also runs from its keep and sign bits (``torch_packed``:
+``load(mode="packed")``) and as the compact ONNX file (``ort_compact``: ``export --compact``), and
+each ONNX Runtime row carries its session start time. Every row is keyed by a stable engine id (``ENGINES``: ``torch_subnet``,
 ``ort_fp32``, ...) and carries its runtime, device and threads; the machine is recorded once.
 Unstructured sparsity does not make dense kernels faster: the masked and the dense rows show
 it, the ONNX Runtime / int8 / dead-unit rows show what does help.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -40,17 +43,21 @@ from ..nn import SubnetMixin
 from ..recipe import Recipe, from_dict
 from ..rng import torch_generator
 from . import graph
+from ..nn.packed import pack_model
 from .bake import bake
+from .compact import compact
 from .int8 import CALIBRATION_IMAGES, quantize_int8
 from .task_eval import evaluate_tasks
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 NOTE = ("Unstructured sparsity does not make dense kernels faster: the masked model costs what the dense one does. "
-        "What helps: ONNX Runtime (less framework overhead), int8, and removing dead units (--prune-dead-units).")
+        "What helps: ONNX Runtime (less framework overhead), int8, removing dead units (--prune-dead-units), and for "
+        "signed-constant weights the packed bits at small batches (less memory traffic).")
 # engine id -> what the tables call it; ids are stable (scripts read them), labels may change
 ENGINES = {"torch_subnet": "pytorch eager, subnet layers", "torch_baked": "pytorch eager, baked",
            "ort_fp32": "onnxruntime fp32", "torch_dense": "pytorch eager, dense (unmasked)",
-           "ort_fp32_dense": "onnxruntime fp32, dense (unmasked)", "ort_int8": "onnxruntime int8"}
+           "ort_fp32_dense": "onnxruntime fp32, dense (unmasked)", "ort_int8": "onnxruntime int8",
+           "torch_packed": "pytorch, packed bits (C kernels)", "ort_compact": "onnxruntime, compact file (bits)"}
 REFERENCE_ONLY = ("torch_baked", "torch_dense", "ort_fp32_dense")  # latency rows only: same accuracy as another
 GENERATED_BATCHES = 4  # latency_only: generated inputs = 4 x the largest batch (int8 calibration too)
 
@@ -97,6 +104,7 @@ class _Source:
     sha256: str = ""
     onnx_path: Path | None = None
     int8: bool = False  # an ONNX file written by --int8
+    compact: bool = False  # an ONNX file written by --compact
     config: dict[str, Any] | None = None  # its preprocessing (docs/FORMAT.md): how --inputs are prepared
 
     @property
@@ -133,6 +141,7 @@ def _open(path: Path, mask: str | None = None, trust_code: bool = False) -> _Sou
     recipe, data = from_dict(json.loads(meta["popcli.recipe"])), json.loads(meta["popcli.data"])
     config = json.loads(meta["popcli.preprocessing"]) if "popcli.preprocessing" in meta else None
     return _Source("onnx", recipe, tuple(data["shape"]), None, onnx_path=path, int8="popcli.int8" in meta,
+                   compact="popcli.compact" in meta,
                    config=config or {"input_shape": data["shape"], "num_classes": data["num_classes"],
                                      "dataset": data.get("dataset", recipe.data.dataset)})
 
@@ -140,12 +149,16 @@ def _open(path: Path, mask: str | None = None, trust_code: bool = False) -> _Sou
 def _engines(src: _Source, calibration: torch.Tensor | None) -> dict[str, Any]:
     """{engine id: torch module or ONNX model/path} to measure."""
     if src.kind == "onnx":
-        return {"ort_int8" if src.int8 else "ort_fp32": src.onnx_path}
+        return {"ort_int8" if src.int8 else "ort_compact" if src.compact else "ort_fp32": src.onnx_path}
     baked, dense = bake(src.model), bake(_unmasked(src.model))
     meta = {"popcli.source_sha256": src.sha256}
     proto = graph.to_onnx(baked, src.shape, meta)
     engines = {"torch_subnet": src.model, "torch_baked": baked, "ort_fp32": proto, "torch_dense": dense,
                "ort_fp32_dense": graph.to_onnx(dense, src.shape, meta)}
+    packed, packed_layers = pack_model(copy.deepcopy(baked))
+    if packed_layers:  # the signed-constant family: also run from its bits, and as the compact file
+        engines["torch_packed"] = packed
+        engines["ort_compact"] = compact(proto)[0]
     if calibration is not None:
         engines["ort_int8"] = quantize_int8(proto, calibration.split(64))
     return engines
@@ -154,16 +167,18 @@ def _engines(src: _Source, calibration: torch.Tensor | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- evaluate
 
 
-def _predictor(engine, provider: str, threads: int) -> tuple[Callable, str, str]:
-    """(batch -> logits, runtime, device) of one engine."""
+def _predictor(engine, provider: str, threads: int) -> tuple[Callable, str, str, float | None]:
+    """(batch -> logits, runtime, device, ONNX Runtime session start in ms or None) of one engine."""
     if isinstance(engine, torch.nn.Module):
         def predict(x):
             with torch.no_grad():
                 return engine(x)
-        return predict, "pytorch", "cpu"
+        return predict, "pytorch", "cpu", None
+    start = time.perf_counter()
     sess = graph.session(engine, threads, provider)
+    start_ms = (time.perf_counter() - start) * 1e3  # graph optimizations, the compact file's unpacking included
     device = "cpu" if provider == "CPUExecutionProvider" else provider.removesuffix("ExecutionProvider").lower()
-    return (lambda x: graph.run(sess, x)), "onnxruntime", device
+    return (lambda x: graph.run(sess, x)), "onnxruntime", device, start_ms
 
 
 def _check_options(sizes: str, limit: int | None, provider: str, inputs, labels, dataset, latency_only: bool) -> list[int]:
@@ -226,9 +241,9 @@ def _measure(report: dict[str, Any], engines: dict[str, Any], images: _Images, s
     """Fill ``report``'s accuracy and latency rows, engine by engine."""
     x, y = images.x, images.y
     for engine_id, engine in engines.items():
-        predict, runtime, device = _predictor(engine, provider, threads)
+        predict, runtime, device, start_ms = _predictor(engine, provider, threads)
         where = {"engine": engine_id, "label": ENGINES[engine_id], "runtime": runtime, "device": device,
-                 "threads": threads}
+                 "threads": threads, "session_start_ms": start_ms}
         if y is not None and engine_id not in REFERENCE_ONLY:  # accuracy of the model itself, per runtime
             on_event("accuracy", {"engine": engine_id, "label": ENGINES[engine_id], "images": len(y)})
             top1, top5 = accuracies(predict, x, y)  # top-5 only for more than 5 classes (measure)
