@@ -74,7 +74,8 @@ class IteRand:
             at = chosen & (new == j)
             fresh = rng.generate_weight(self.seed, rng.redraw_name(name, int(j)), layer.weight.shape, self.init,
                                         self.density)
-            layer.weight.data[at.to(device)] = fresh[at].to(device, layer.weight.dtype)
+            layer.weight[at.to(device)] = fresh[at].to(device, layer.weight.dtype)  # in place: bumps the
+            # weight's version, so a cached effective weight (nn.layers) is recomputed
         counters.copy_(new.to(device))
 
 
