@@ -284,3 +284,22 @@ def test_files_without_iterand_have_no_entry(tmp_path):
     art = read(tmp_path / "a.safetensors")
     assert art.header.iterand is None and "iterand.draws" not in art.tensors and "iterand" not in art.metadata
     assert "iterand_draw_bytes" not in inspect(art)
+
+
+def test_a_multi_mask_file_refuses_iterand_masks(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from artifact_fuzz import iterand_base
+
+    from popcli.artifact import multimask
+
+    path, model = iterand_base(tmp_path)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(popcli.load(path, mode="search").eval()(x), model(x))
+    art = read(path)
+    assert sum(art.header.iterand["redrawn"]) > 0
+    with pytest.raises(ArtifactError, match="searched with IteRand") as err:
+        multimask.combine(["a", "b"], [art, art])
+    assert "\n" not in str(err.value)
