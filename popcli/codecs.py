@@ -197,3 +197,68 @@ def entropy_bits(kept: int, n: int) -> float:
     """n * H(kept / n): what an ideal coder of independent bits needs, in bits."""
     p = kept / n
     return 0.0 if p in (0.0, 1.0) else -n * (p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+# --------------------------------------------------------------------------- small counts (IteRand draws)
+#
+# Non-negative integer counts (the draw number of each kept weight) as binary symbols, coded by
+# the mask codecs above: per layer, segment A holds one bit per count (1: the count is > 0) and
+# segment B, for each count c > 0 in order, c - 1 ones then a zero (unary). Segments run A_1, B_1,
+# A_2, B_2, ..., empty ones left out; each is one "layer" of ``encode`` (its own probability), so a
+# layer's (n, redrawn, total) fix every segment's size and ones: A: n symbols, redrawn ones; B:
+# total symbols (total = sum of counts), total - redrawn ones. Unary with a learnt probability is
+# the ideal code of a geometric count. docs/FORMAT.md ("IteRand draws").
+
+
+def count_segments(n: Sequence[int], redrawn: Sequence[int], total: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(sizes, ones) of the non-empty segments of layers with ``n`` counts, ``redrawn`` of them > 0
+    and ``total`` their sum."""
+    sizes, ones = [], []
+    for size, r, t in zip(n, redrawn, total):
+        for seg_size, seg_ones in ((size, r), (t, t - r)):
+            if seg_size:
+                sizes.append(int(seg_size))
+                ones.append(int(seg_ones))
+    return sizes, ones
+
+
+def count_bits(counts: np.ndarray) -> np.ndarray:
+    """Segments A then B of one layer's counts (int [n] >= 0), as bool."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    positive = counts[counts > 0]
+    unary = np.ones(int(positive.sum()), dtype=np.bool_)
+    unary[np.cumsum(positive) - 1] = False  # each count's last symbol is its zero
+    return np.concatenate([counts > 0, unary])
+
+
+def encode_counts(counts: Sequence[np.ndarray], codec: str = "auto") -> tuple[str, np.ndarray, list[int], list[int]]:
+    """(codec, bytes, redrawn per layer, total per layer) of the layers' ``counts``."""
+    redrawn = [int(np.count_nonzero(c)) for c in counts]
+    total = [int(np.asarray(c, dtype=np.int64).sum()) for c in counts]
+    bits = np.concatenate([count_bits(c) for c in counts]) if counts else np.zeros(0, dtype=np.bool_)
+    sizes, _ = count_segments([np.asarray(c).size for c in counts], redrawn, total)
+    chosen, data = encode_best(bits, sizes, codec)
+    return chosen, data, redrawn, total
+
+
+def decode_counts(data: np.ndarray, n: Sequence[int], redrawn: Sequence[int], total: Sequence[int],
+                  codec: str) -> list[np.ndarray]:
+    """The layers' counts (int64 [n_l] each) from ``encode_counts``'s bytes; CodecError unless the
+    stream decodes to exactly the segments ``n``, ``redrawn`` and ``total`` describe."""
+    if any(r > k or r > t or (t > 0) != (r > 0) for k, r, t in zip(n, redrawn, total)):
+        raise CodecError("draw counts: a layer's redrawn count exceeds its kept or total count")
+    sizes, ones = count_segments(n, redrawn, total)
+    bits, found = decode(data, sizes, ones, codec)
+    if found != ones:
+        raise CodecError("draw counts: a segment decodes to other counts than the metadata's (corrupt stream)")
+    out, pos = [], 0
+    for size, r, t in zip(n, redrawn, total):
+        flags, pos = bits[pos:pos + size], pos + size
+        unary, pos = bits[pos:pos + t], pos + t
+        ends = np.flatnonzero(~unary)  # one zero per positive count (checked above: t - r ones)
+        if r and ends[-1] != t - 1:
+            raise CodecError("draw counts: a unary count runs past its segment (corrupt stream)")
+        counts = np.zeros(size, dtype=np.int64)
+        counts[flags] = np.diff(np.concatenate([[-1], ends]))
+        out.append(counts)
+    return out

@@ -266,3 +266,62 @@ def weight_sha256(weight: torch.Tensor) -> str:
     """SHA-256 hex digest of a float32 weight's little-endian bytes in C order."""
     array = weight.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
     return hashlib.sha256(memoryview(array).cast("B")).hexdigest()  # no copy of the bytes
+
+
+# --------------------------------------------------------------------------- redraws (IteRand)
+#
+# Iterative randomization (Chijiwa et al. 2021) re-draws pruned weights during a search. Draw j
+# of a layer's weights is the whole weight tensor generated as above from the stream named
+# ``redraw_name(name, j)``; draw 0 is the layer's own stream, so a weight that was never redrawn
+# is today's weight bit for bit. Which pruned weights a round redraws comes from the stream named
+# ``redraw_choice_name(name, t)``. docs/FORMAT.md ("IteRand draws") specifies both.
+
+MAX_DRAW = 32767  # draw counters are int16
+
+
+def redraw_name(name: str, draw: int) -> str:
+    """The stream of draw ``draw`` of layer ``name``: the name itself for draw 0, else
+    ``name + "#redraw=" + decimal(draw)`` (SHA-256 of it keys Philox as for any layer name)."""
+    if not 0 <= draw <= MAX_DRAW:
+        raise PopcliError(f"draw {draw} of layer {name!r} is outside [0, {MAX_DRAW}]")
+    return name if draw == 0 else f"{name}#redraw={draw}"
+
+
+def redraw_choice_name(name: str, round_: int) -> str:
+    """The stream deciding, in redraw round ``round_`` (1-based), which of layer ``name``'s weights
+    are candidates: ``name + "#iterand-round=" + decimal(round_)``."""
+    return f"{name}#iterand-round={round_}"
+
+
+def rate_threshold(rate: float) -> int:
+    """floor(rate * 2**32): a weight is a candidate when its uint32 draw is below this (rate 1: all)."""
+    if not 0.0 <= rate <= 1.0:
+        raise PopcliError(f"redraw rate must be in [0, 1], got {rate}")
+    return math.floor(float(rate) * 4294967296.0)  # exact: a float64 times a power of two
+
+
+def redraw_candidates(seed: int, name: str, round_: int, n: int, rate: float) -> np.ndarray:
+    """bool [n]: weight i is a candidate of round ``round_`` when uint32 i of the round's stream
+    (``uint32_stream``) is below ``rate_threshold(rate)``: independent Bernoulli(rate) choices."""
+    u32 = uint32_stream(seed, redraw_choice_name(name, round_), n)
+    return u32.astype(np.uint64) < np.uint64(rate_threshold(rate))
+
+
+def redrawn_weight(seed: int, name: str, shape: Sequence[int], init: str, density: float,
+                   draws: torch.Tensor | np.ndarray | None, *, threads: int | None = None) -> torch.Tensor:
+    """The weight whose element i is element i of draw ``draws[i]`` (int, the weight's shape or
+    flat; None: draw 0 everywhere, i.e. ``generate_weight``). One full generation per distinct
+    draw number present."""
+    weight = generate_weight(seed, name, shape, init, density, threads=threads)
+    if draws is None:
+        return weight
+    draws = torch.as_tensor(np.asarray(draws) if isinstance(draws, np.ndarray) else draws).reshape(-1).cpu()
+    if draws.numel() != weight.numel():
+        raise PopcliError(f"{draws.numel()} draw numbers for layer {name!r} of {weight.numel()} weights")
+    flat = weight.reshape(-1)
+    for j in torch.unique(draws).tolist():
+        if j != 0:
+            chosen = draws == j
+            flat[chosen] = generate_weight(seed, redraw_name(name, int(j)), shape, init, density,
+                                           threads=threads).reshape(-1)[chosen]
+    return weight

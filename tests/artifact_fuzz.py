@@ -197,6 +197,8 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         made.append(("builder", seal(name(), tensors, {**meta, "arch": arch, "recipe": json.dumps(recipe),
                                                        "model_source": json.dumps(source)})))
     made += [(kind, seal(name(), *edit)) for kind, edit in _mask_cases(tensors, meta)]
+    for edit in _iterand_cases(rnd, tensors, meta):  # one file each (name() counts what is made)
+        made.append(("iterand", seal(name(), *edit)))
     stats = sorted(k for k in tensors if k.endswith(("running_var", "running_mean")))
     for key in stats:
         for bad in (np.nan, np.inf, -np.inf, -1.0):
@@ -225,7 +227,7 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
             made.append((kind, seal(name(), tensors, {**meta, rnd.choice(sorted(meta)): rnd.choice(HOSTILE_VALUES)})))
         elif kind == "json":
             key = rnd.choice(["recipe", "recipe", "data", "layers", "metrics", "method_state",
-                              *[k for k in meta if k.startswith("mask.")] * 3])
+                              *[k for k in meta if k.startswith("mask.")] * 3, *["iterand"] * 3 * ("iterand" in meta)])
             try:
                 parsed = json.loads(meta[key])
             except (KeyError, ValueError):
@@ -237,6 +239,35 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         else:
             made.append(("tensor", seal(name(), _tensor_edit(rnd, tensors), meta)))
     return made
+
+
+def _iterand_cases(rnd: random.Random, tensors: dict[str, np.ndarray],
+                   meta: dict[str, str]) -> list[tuple[dict, dict]]:
+    """An IteRand file's draws entry broken every way (docs/FORMAT.md, "IteRand draws"): the stream's
+    bytes flipped, cut, extended, of another dtype or missing; the metadata's lists of another
+    length, counts moved, a checksum changed, the entry deleted; and an entry in a file whose
+    recipe has IteRand off. Each is re-sealed: only the entry's own checks can catch it."""
+    key, meta_key = "iterand.draws", "iterand"
+    if key not in tensors:
+        return []
+    data, state = tensors[key], json.loads(meta[meta_key])
+    cases = []
+    for _ in range(4):
+        flipped = data.copy()
+        flipped[rnd.randrange(flipped.size)] ^= np.uint8(1 << rnd.randrange(8))
+        cases.append(({**tensors, key: flipped}, meta))
+    cases += [({**tensors, key: data[:-2]}, meta), ({**tensors, key: np.concatenate([data, data[:2]])}, meta),
+              ({**tensors, key: data.astype(np.int32)}, meta), ({k: v for k, v in tensors.items() if k != key}, meta),
+              (tensors, {k: v for k, v in meta.items() if k != meta_key})]
+    for field, value in (("redrawn", state["redrawn"][:-1]), ("draws", state["draws"] + [0]),
+                         ("redrawn", [r + 1 for r in state["redrawn"]]), ("draws", [d + 1 for d in state["draws"]]),
+                         ("sha256", ["0" * 64] * len(state["sha256"])), ("codec", "zip"),
+                         ("codec", "packbits" if state["codec"] == "rans" else "rans")):
+        cases.append((tensors, {**meta, meta_key: json.dumps({**state, field: value})}))
+    recipe = json.loads(meta["recipe"])
+    recipe["search"]["iterand_every_steps"] = 0
+    cases.append((tensors, {**meta, "recipe": json.dumps(recipe)}))
+    return cases
 
 
 def _mask_cases(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> list[tuple[str, tuple[dict, dict]]]:
@@ -503,7 +534,33 @@ def make_bases(out: Path) -> list[Path]:
         popcli.save(model, paths[-1], recipe=recipe, data_info={"shape": shape, "num_classes": classes},
                     metrics={"test_acc": 0.5, "test_loss": 1.25, "steps": 3, "epochs": 1.0}, codec=codec)
     paths.append(two_masks(out)[0])
+    paths.append(iterand_base(out)[0])
     return paths
+
+
+def iterand_base(out: Path) -> tuple[Path, torch.nn.Module]:
+    """fc over seed 5 searched with IteRand: random scores, then redraw rounds with the masks of
+    fresh scores in between, so kept weights hold draws 0, 1, 2, ...; saved (rans) and its model."""
+    import popcli
+    from popcli import recipe as recipes
+    from popcli.methods import iterand
+    from popcli.models import build_model, masked_layers
+
+    recipe = recipes.load(None, ["data.dataset=synthetic", "data.shape=[1,8,8]", "data.num_classes=4", "model.arch=fc",
+                                 "model.hidden=[24]", "search.density=0.2", "seed=5", "search.iterand_every_steps=1",
+                                 "search.iterand_rate=0.5"])
+    model = build_model(recipe.model, recipe.search, in_channels=1, image_size=8, num_classes=4, seed=5)
+    controller = iterand.enable(model, recipe.search, 5, recipe.model.init, recipe.search.density)
+    gen = torch.Generator().manual_seed(9)
+    for step in range(1, 6):
+        with torch.no_grad():
+            for _, layer in masked_layers(model):
+                layer.scores.copy_(torch.randn(layer.scores.shape, generator=gen))
+        controller.after_step(model, step)
+    path = out / "iterand.safetensors"
+    popcli.save(model, path, recipe=recipe, data_info={"shape": [1, 8, 8], "num_classes": 4},
+                metrics={"test_acc": 0.5, "steps": 5}, codec="rans")
+    return path, model.eval()
 
 
 def two_masks(out: Path, method: str = "edge-popup") -> tuple[Path, dict[str, torch.nn.Module]]:

@@ -18,8 +18,8 @@ from artifact_fuzz import make_bases, mutants, run
 
 app = get_app()
 
-PER_BASE = 80  # x 6 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
-# and a two-mask fc + BN file)
+PER_BASE = 80  # x 7 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
+# a two-mask fc + BN file, and fc searched with IteRand: its draws entry)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations
 
 
@@ -33,8 +33,9 @@ def test_fuzzed_artifacts_fail_cleanly_or_load_the_described_model(tmp_path):
     assert not bad, "\n".join(bad[:20])
     kinds = Counter(kind for kind, *_ in results)
     assert min(kinds[k] for k in ("flip", "truncate", "json", "meta-string", "tensor", "issue-json", "builder",
-                                  "mask-json", "mask-tensor", "mask-names")) > 0
-    assert all(verdict == "error" for kind, verdict, *_ in results if kind in ("builder", "mask-tensor", "mask-names"))
+                                  "mask-json", "mask-tensor", "mask-names", "iterand")) > 0
+    assert all(verdict == "error" for kind, verdict, *_ in results if kind in ("builder", "mask-tensor", "mask-names",
+                                                                               "iterand"))
     assert counts["ok"] > 0 and counts["error"] > 0  # harmless edits load; the others are refused
 
 

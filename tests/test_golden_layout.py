@@ -43,7 +43,8 @@ NORMALIZED = {"popcli_version": "golden", "checkpoint_bytes": "0"}
 # recipe keys added after the golden runs, at their defaults: they change no behaviour, only the
 # recipe the header records (removed before comparing; a non-default value is a real difference)
 ADDED_KEYS = {("search", "checkpoint_every_steps"): None, ("search", "distill_teacher"): None,
-              ("search", "distill_temperature"): 4.0, ("search", "distill_weight"): 0.5}
+              ("search", "distill_temperature"): 4.0, ("search", "distill_weight"): 0.5,
+              ("search", "iterand_every_steps"): 0, ("search", "iterand_rate"): 0.1}
 
 
 def machine() -> str:

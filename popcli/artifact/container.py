@@ -64,6 +64,7 @@ class Header:
     method_state: dict[str, Any] | None = None
     model_source: dict[str, Any] | None = None
     frozen: list[dict[str, Any]] = field(default_factory=list)
+    iterand: dict[str, Any] | None = None  # IteRand's draws entry (artifact.redraws)
     mask_names: list[str] = field(default_factory=lambda: ["default"])  # the default (this header's) first
     masks: dict[str, MaskEntry] = field(default_factory=dict)  # the other masks, by name
 

@@ -1,7 +1,8 @@
 """Schema of the optional artifact metadata entries that later work added beside version 2's.
 
 ``preprocessing`` (``artifact.preprocess``), ``method_state`` (``popcli.methods.store``),
-``model_source`` (``popcli.models.external``) and ``frozen`` (``artifact.frozen``) are parsed
+``model_source`` (``popcli.models.external``), ``frozen`` (``artifact.frozen``) and ``iterand``
+(``artifact.redraws``) are parsed
 and checked here, at ``read`` time, into an ``Optional`` record, so that ``inspect`` (which
 builds no model) and ``load`` see only well-formed values: every problem is one
 ``ArtifactError`` line, never a ``TypeError`` from code that trusted the file. The meaning of each
@@ -18,7 +19,7 @@ from typing import Any
 from ..codecs import CODECS
 from ..errors import ArtifactError
 from ..storage.strict_json import loads as strict_json
-from . import preprocess
+from . import preprocess, redraws
 from .schema import LayerRecord, bad, is_int, json_entry, kind_check, safe_text
 
 ABSENT = object()  # an entry the file does not have (JSON null is a value)
@@ -32,6 +33,7 @@ class Optional:
     method_state: dict[str, Any] | None = None  # biprop {"alpha"}; signed-supermask {"sign_codec", "inverted"}
     model_source: dict[str, Any] | None = None  # {"kind", "target", "package", "version"}
     frozen: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "shape", "sha256"}]
+    iterand: dict[str, Any] | None = None  # {"codec", "redrawn", "draws", "sha256"} (artifact.redraws)
 
 
 def _finite(value: Any) -> bool:
@@ -131,4 +133,5 @@ def parse(path: Path, meta: dict[str, str], recipe, data: dict[str, Any], layers
     raw_state = json_entry(path, meta, "method_state", object) if "method_state" in meta else ABSENT
     method_state = parse_method_state(path, "method_state", raw_state, method, layers)
     model_source = _model_source(path, meta) if "model_source" in meta else None
-    return Optional(preprocessing, method_state, model_source, _frozen(path, meta))
+    return Optional(preprocessing, method_state, model_source, _frozen(path, meta),
+                    redraws.parse(path, meta, recipe, layers, json_entry))

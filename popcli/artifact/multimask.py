@@ -85,6 +85,8 @@ def _entry(path: Path, meta: dict[str, str], name: str, shared: Required, versio
     layers = [replace(r, kept=schema.count(path, f"{key}.kept[{i}]", k, 0, r.numel))
               for i, (r, k) in enumerate(zip(shared.layers, kept))]
     schema.check_recipe_data(path, f"{key}.recipe", recipe, shared.data_info)
+    if recipe.search.iterand_every_steps:
+        raise schema.bad(path, f"{key}.recipe", "turns IteRand on, which a multi-mask file cannot hold")
     metrics = schema.check_metrics(path, schema.kind_check(path, f"{key}.metrics", entry["metrics"], dict),
                                    f"{key}.metrics") if "metrics" in entry else {}
     schema.check_kept_counts(path, recipe, layers, metrics, f"{key}.kept")
@@ -191,6 +193,10 @@ def _own_entries(art: Artifact) -> dict[str, Any]:
 def combine(names: list[str], arts: list[Artifact]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """(metadata, tensors) of one multi-mask file holding the single-mask ``arts`` as masks ``names``
     (the first is the default), every mask checked to share the first's seed and model."""
+    for name, art in zip(names, arts):
+        if art.recipe.search.iterand_every_steps:
+            raise ArtifactError(f"mask {name!r} was searched with IteRand (search.iterand_every_steps): its re-drawn "
+                                f"weights are its own, so it cannot share one file's weights with other masks")
     for name, art in zip(names[1:], arts[1:]):
         check_compatible(arts[0], art, name)
     metadata = {k: v for k, v in arts[0].metadata.items() if k != "content_sha256"}

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import codecs, rng
 from ..methods import store as method_store
-from . import multimask
+from . import multimask, redraws
 from .finish import packable
 from .container import FORMAT_NAME, MASKS, STATE, Artifact
 from .reader import read
@@ -96,6 +96,9 @@ def inspect(source: str | Path | Artifact, *, verify: bool = True, trust_code: b
     }
     if method_store.SIGNS in art.tensors and masked:
         _signs(art, report)
+    if header.iterand is not None:  # IteRand: the bytes of the kept weights' draw numbers
+        report["iterand_draw_bytes"] = int(art.tensors[redraws.DRAWS].nbytes) if redraws.DRAWS in art.tensors else 0
+        report["iterand_redrawn_kept"] = int(sum(header.iterand["redrawn"]))
     if len(header.mask_names) > 1:  # a multi-mask file: the other masks, with their own bytes
         report["masks"] = multimask.sizes(art)
     info = builder(art)

@@ -15,7 +15,9 @@ after ``reader.read`` parsed every entry:
    supermask, nothing for the others) and nothing else; file-wide, no ``mask.X.`` tensor of a
    name ``mask_names`` does not list;
 4. its masks decoded (kept counts, padding bits) and its weights regenerated and checked against
-   ``layers`` (one regeneration per distinct draw, shared by the masks);
+   ``layers`` (one regeneration per distinct draw, shared by the masks); with IteRand, its
+   ``iterand.draws`` decoded and each kept weight re-drawn, checked against ``iterand``'s
+   checksums (``redraws``);
 5. its method state against those weights and masks (``methods.store.check``).
 
 Decoding and regeneration run in two worker threads while this one builds the structure. The
@@ -36,7 +38,7 @@ import torch.nn as nn
 from ..errors import ArtifactError
 from ..methods import store as method_store
 from ..models import init_density
-from . import masks as mask_codec
+from . import masks as mask_codec, redraws
 from .container import MASKS, MULTI_MASK_VERSION, STATE, Artifact
 from .multimask import select
 from .structure import check_state, check_structure
@@ -83,6 +85,8 @@ def _check_tensors(view: Artifact, default: Artifact) -> None:
     """A mask's tensors without a model: exactly its masks, its method's, and the default's state keys."""
     method = view.recipe.search.method
     allowed = {MASKS, *method_store.method_tensors(method)} if view.layers else set(method_store.method_tensors(method))
+    if redraws.enabled(view.recipe) and view.layers:
+        allowed.add(redraws.DRAWS)
     extra = sorted(k for k in view.tensors if k not in allowed and not k.startswith(STATE))
     if extra:
         raise ArtifactError(f"unexpected tensor {extra[0]!r} for method {method!r} (corrupt artifact)")
@@ -154,6 +158,7 @@ def verify(art: Artifact, model_for: ModelFor | None = None, *, own: bool = Fals
                     _check_tensors(view, default)
                     layer_masks = decoded[name].result()
                     weights = [draws[_draw_key(view, i)].result() for i in range(len(view.layers))]
+                    weights = redraws.apply(view, layer_masks, weights, init_density(view.recipe.search))  # IteRand
                     flips = method_store.check(view.path, view.recipe.search.method, view.tensors,
                                                view.header.method_state, weights, layer_masks)
                     checked[name] = Checked(view, layer_masks, weights, flips, model, stored)

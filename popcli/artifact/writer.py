@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .. import codecs, rng
 from ..errors import ArtifactError, PopcliError
-from ..methods import store as method_store
+from ..methods import iterand, store as method_store
 from ..models import init_density, masked_layers, refresh_global_masks
 from ..models.external import source_record
 from ..models.factory import description
@@ -27,7 +27,7 @@ from ..recipe import Recipe
 from ..storage.atomic import check_output, write_atomic
 from ..storage.strict_json import COMPACT, compact, dumps
 from ..version import __version__
-from . import preprocess
+from . import preprocess, redraws
 from .container import FORMAT_NAME, FORMAT_VERSION, MASKS, STATE, Artifact, seal
 from .frozen import frozen_records
 from .reader import read
@@ -42,20 +42,25 @@ def _state_tensors(model: nn.Module, frozen: list[str] = ()) -> dict[str, np.nda
             for key, value in model.state_dict().items() if key not in skip}
 
 
-def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord], np.ndarray]:
-    """Layer records and the concatenated flat masks; each weight is checked against a fresh regeneration."""
-    records, masks = [], []
+def _masked_records(model: nn.Module, recipe: Recipe) -> tuple[list[LayerRecord], list[np.ndarray], list[torch.Tensor]]:
+    """Layer records, flat masks and draw-0 weights; each weight is checked against a fresh
+    regeneration (with IteRand, of the draw its counter says: ``methods.iterand``)."""
+    records, masks, bases = [], [], []
     for name, layer in masked_layers(model):
         weight = rng.generate_weight(recipe.seed, name, layer.weight.shape, recipe.model.init,
                                      init_density(recipe.search))
-        if not torch.equal(layer.weight.detach().cpu(), weight):
+        draws = iterand.draws_of(layer)
+        held = weight if draws is None else rng.redrawn_weight(recipe.seed, name, layer.weight.shape,
+                                                                recipe.model.init, init_density(recipe.search), draws)
+        if not torch.equal(layer.weight.detach().cpu(), held):
             raise ArtifactError(f"layer {name!r} does not hold the seed's random weights, so a seed and a mask cannot "
                                 f"describe it; export models built by popcli from their recipe")
         mask = layer.mask().detach().cpu().numpy().reshape(-1)
         records.append(LayerRecord(name, tuple(layer.weight.shape), int(np.count_nonzero(mask)),
                                    rng.weight_sha256(weight)))
         masks.append(mask)
-    return records, np.concatenate(masks) if masks else np.zeros(0, dtype=np.bool_)
+        bases.append(weight)
+    return records, masks, bases
 
 
 def _metadata(recipe: Recipe, data_info: dict[str, Any], records: list[LayerRecord], codec: str,
@@ -94,14 +99,18 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None, da
     check_output(path, force, "-o")
     model = model.eval()
     refresh_global_masks(model)
-    records, bits = _masked_records(model, recipe)
+    records, masks, bases = _masked_records(model, recipe)
+    bits = np.concatenate(masks) if masks else np.zeros(0, dtype=np.bool_)
     chosen, data = codecs.encode_best(bits, [r.numel for r in records], codec)
     frozen = frozen_records(model, recipe)  # regenerated from the seed at load: not stored
     state = _state_tensors(model, [r["name"] for r in frozen])
     tensors = {MASKS: data, **state} if records else state
     method_tensors, method_meta = method_store.encode(model, recipe.search.method, codec)  # biprop, signed supermask
     tensors.update(method_tensors)
-    metadata = {**_metadata(recipe, data_info, records, chosen, metrics or {}), **method_meta}
+    draw_tensors, draw_meta = redraws.encode(masked_layers(model), masks, bases, recipe, init_density(recipe.search),
+                                             codec)  # IteRand: which draw each kept weight holds
+    tensors.update(draw_tensors)
+    metadata = {**_metadata(recipe, data_info, records, chosen, metrics or {}), **method_meta, **draw_meta}
     if checkpoint_bytes is not None:
         metadata["checkpoint_bytes"] = str(checkpoint_bytes)
     source = source_record(recipe.model.arch)  # a user's model: where its code lives (models.external)

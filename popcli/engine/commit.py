@@ -10,6 +10,7 @@ so a SIGKILL at any moment, then ``--resume``, ends bit-identical to an uninterr
 
 from __future__ import annotations
 
+from ..methods import iterand
 from ..recipe import from_dict
 from ..errors import RunError, option
 from ..storage import atomic, checkpoint as ckpt
@@ -44,6 +45,8 @@ def save(job: Job, prog: Progress) -> None:
     schedule = getattr(job.model, "_popcli_density_schedule", None)
     if schedule is not None and schedule.current is not None:  # the density the masks keep now (an anneal)
         state["density"] = float(schedule.current)
+    if job.iterand is not None:  # the draw counters: which draw each (re-drawn) weight holds
+        state["iterand"] = iterand.state(job.model)
     ckpt.save_checkpoint(job.run_dir / "last.pt", state, kept=KEPT)
     job.on_event("checkpoint", {"path": str(job.run_dir / "last.pt")})
 
@@ -73,6 +76,7 @@ def restore(job: Job, prog: Progress) -> None:
     try:
         job.model.load_state_dict(state["model"])
         job.optimizer.load_state_dict(state["optimizer"])
+        iterand.restore(job.model, state.get("iterand"))
     except (RuntimeError, ValueError, KeyError) as err:
         raise RunError(f"last.pt does not match this model ({str(err).splitlines()[0]}); start over with "
                        f"{option('force')}") from None

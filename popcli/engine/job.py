@@ -15,10 +15,11 @@ from typing import Any, Callable
 import torch
 
 from ..data import Splits, load_data
-from ..errors import PopcliError
-from ..methods import schedule as density_schedule
-from ..models import build_model, canonical_arch, input_size
+from ..errors import PopcliError, RecipeError
+from ..methods import iterand as iterative_randomization, schedule as density_schedule
+from ..models import build_model, canonical_arch, init_density, input_size
 from ..recipe import Recipe
+from ..rng import MAX_DRAW
 from . import distributed, memory
 from .distill import ArtifactLoader, Distiller, build_distiller
 from .optim import make_optimizer, trainable_parameters
@@ -61,6 +62,7 @@ class Job:
     started: float = field(default_factory=time.perf_counter)  # this session's start (perf_counter)
     earlier_wall_s: float = 0.0  # wall seconds of the sessions before this one, up to their last checkpoint
     distiller: Distiller | None = None  # search.distill_teacher: the cached teacher logits
+    iterand: iterative_randomization.IteRand | None = None  # search.iterand_every_steps: the redraw rounds
 
     def wall_s(self) -> float:
         """Wall seconds of the whole run so far: every earlier session (to its last checkpoint) and this one."""
@@ -100,6 +102,7 @@ def build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop
     density_schedule.enable(model, cfg, len(splits.train))  # search.density_schedule: set_step applies it
     if cfg.channels_last and runtime.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    iterand = iterative_randomization.enable(model, cfg, recipe.seed, recipe.model.init, init_density(cfg))
     params = trainable_parameters(model)
     if not params:
         raise PopcliError("nothing to train: the model has no scores or trainable weights")
@@ -112,7 +115,11 @@ def build_job(recipe: Recipe, run_dir: Path, on_event: EventHandler, should_stop
     total = cfg.epochs * len(splits.train)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps) if cfg.epochs else cfg.max_steps
+    if iterand is not None and total // cfg.iterand_every_steps > MAX_DRAW:
+        raise RecipeError(f"search.iterand_every_steps: {cfg.iterand_every_steps} gives {total // cfg.iterand_every_steps} "
+                          f"redraw rounds in {total} steps, more than the {MAX_DRAW} a draw counter holds; raise it")
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
     distiller = build_distiller(cfg, recipe.data, splits, runtime.device, load_artifact)
     return Job(recipe, run_dir, runtime, splits, model, net, make_optimizer(params, cfg), scaler, total,
-               on_event if dist.main else (lambda kind, info: None), should_stop, dist, distiller=distiller)
+               on_event if dist.main else (lambda kind, info: None), should_stop, dist, distiller=distiller,
+               iterand=iterand)

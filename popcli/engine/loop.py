@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..data import Loader, Splits
 from ..errors import RunError, SearchInterrupted, TrainingDiverged, in_python
 from ..measure import count_correct, keeps_torch_threads
-from ..models import count_params, regenerate_weights, set_step
+from ..models import count_params, refresh_global_masks, regenerate_weights, set_step
 from ..nn import cpu_kernels
 from ..recipe import Recipe, dump, resolve
 from ..storage import atomic, checkpoint as ckpt, runlock, strict_json
@@ -125,6 +125,9 @@ def _run_epoch(job: Job, prog: Progress) -> bool:
         # every rank see the global batch's figures
         loss_value, hits, count = job.dist.sum([float(loss_sum), float(correct), y.numel()])
         _check_finite(loss_value, prog, cfg.lr)
+        if job.iterand is not None:  # IteRand: after every K-th step, re-draw pruned weights (timed with the step)
+            refresh_global_masks(job.model)
+            job.iterand.after_step(job.model, prog.global_step + 1)
         prog.step_times.append(time.perf_counter() - start)
         prog.loss_sum += loss_value
         prog.correct += int(hits)

@@ -20,8 +20,9 @@ import torch
 from .. import artifact, codecs
 from ..data.facts import fixed_input
 from ..errors import RunError, UsageError
+from ..methods import iterand
 from ..methods.schedule import set_density
-from ..models import build_model, input_size, trust
+from ..models import build_model, init_density, input_size, trust
 from ..recipe import Recipe, from_dict
 from ..storage.checkpoint import load_checkpoint
 
@@ -65,6 +66,8 @@ def model_from_checkpoint(path: Path, trust_code: bool = False) -> tuple[torch.n
         model = build_model(recipe.model, recipe.search, in_channels=info["shape"][0], image_size=input_size(info["shape"]),
                             num_classes=info["num_classes"], seed=recipe.seed)
         model.load_state_dict(state["model"])
+        iterand.enable(model, recipe.search, recipe.seed, recipe.model.init, init_density(recipe.search))
+        iterand.restore(model, state.get("iterand"))  # which draw each weight holds (the writer checks them)
     except (KeyError, RuntimeError, ValueError) as err:
         raise RunError(f"{path} does not match the model its recipe builds ({str(err).splitlines()[0][:160]})") from None
     metrics = dict(state.get("metrics") or {})

@@ -12,8 +12,8 @@ layer (``layer.rule``). The search loop, the artifact writer and the ONNX export
   top-k apply); supermask samples its mask instead.
 - ``ternary``: the mask has three symbols (drop, keep, keep with the sign flipped).
 
-The package imports only ``errors``, ``nn`` (the layers), ``codecs`` and ``storage`` (``store``),
-never the recipe or the models.
+The package imports only ``errors``, ``nn`` (the layers), ``codecs``, ``rng`` (``iterand``:
+IteRand's redraw rounds) and ``storage`` (``store``), never the recipe or the models.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .. import methods, rng
+from ..methods import iterand
 from ..errors import ModelError
 from ..nn import SubnetMixin, densify
 from ..recipe import ModelConfig, SearchConfig
@@ -47,8 +48,9 @@ def init_weights(model: nn.Module, seed: int, init: str, density: float) -> None
 
 def regenerate_weights(model: nn.Module, seed: int, init: str, density: float) -> dict[str, torch.Tensor]:
     """Fresh portable weights of the subnet layers {name: float32 CPU tensor}: what an artifact
-    regenerates from its seed. Plain (dense) layers train their weights and are not included."""
-    return {name: rng.generate_weight(seed, name, layer.weight.shape, init, density)
+    regenerates from its seed (with IteRand, each weight's draw of ``weight_draws``: methods.iterand).
+    Plain (dense) layers train their weights and are not included."""
+    return {name: rng.redrawn_weight(seed, name, layer.weight.shape, init, density, iterand.draws_of(layer))
             for name, layer in masked_layers(model)}
 
 

@@ -81,6 +81,8 @@ class SearchConfig:
     distill_teacher: str | None = None  # knowledge distillation: a teacher run folder, checkpoint (.pt) or artifact (.safetensors); null: off
     distill_temperature: float = 4.0  # distillation: softmax temperature T of teacher and student (Hinton et al. 2015)
     distill_weight: float = 0.5  # distillation: loss = (1 - w) * cross-entropy + w * T^2 * KL(teacher || student)
+    iterand_every_steps: int = 0  # IteRand (Chijiwa et al. 2021): re-draw pruned weights every K steps; 0: off (docs/ALGORITHM.md)
+    iterand_rate: float = 0.1  # IteRand: probability that a pruned weight is re-drawn in a round (the paper's r)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 with a loss scaler (CPU: ignored)
     channels_last: bool = True  # NHWC memory layout for conv models on CUDA (faster tensor-core convs)
@@ -127,6 +129,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.label_smoothing": (0.0, 0.99),
     "search.distill_temperature": (0.05, 100.0),
     "search.distill_weight": (0.0, 1.0),
+    "search.iterand_every_steps": (0, 1 << 40),
+    "search.iterand_rate": (0.0, 1.0),
     "search.threads": (1, 1024),
     "search.log_every": (1, 1 << 30),
 }
@@ -195,6 +199,7 @@ def check_values(recipe: Recipe) -> Recipe:
     if recipe.search.distill_teacher is not None and not recipe.search.distill_teacher.strip():
         raise RecipeError("search.distill_teacher: an empty path; give a teacher run folder, checkpoint or artifact, "
                           "or null to turn distillation off")
+    _check_iterand(recipe.search)
     if recipe.search.epochs == 0 and recipe.search.max_steps is None:
         raise RecipeError("search.epochs: 0 epochs needs search.max_steps to bound the run")
     return recipe
@@ -210,6 +215,19 @@ def _check_schedule(search: SearchConfig) -> None:
     if search.density_anneal_epochs <= 0:
         raise RecipeError("search.density_anneal_epochs: anneal needs a positive number of epochs, e.g. "
                           "--set search.density_anneal_epochs=3")
+
+
+def _check_iterand(search: SearchConfig) -> None:
+    """IteRand re-draws the frozen weights of edge-popup's masked layers (other methods' rules
+    depend on the weights in other ways: biprop's alpha, supermask's sampling)."""
+    if not search.iterand_every_steps:
+        return
+    if search.method != "edge-popup":
+        raise RecipeError(f"search.iterand_every_steps: IteRand applies to edge-popup, not {search.method}; set "
+                          f"search.method=edge-popup or search.iterand_every_steps=0")
+    if search.iterand_rate <= 0.0:
+        raise RecipeError("search.iterand_rate: 0 re-draws nothing; give a probability in (0, 1] (the paper uses "
+                          "0.1) or set search.iterand_every_steps=0")
 
 
 # --------------------------------------------------------------------------- building
