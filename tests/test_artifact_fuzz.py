@@ -18,8 +18,8 @@ from artifact_fuzz import make_bases, mutants, run
 
 app = get_app()
 
-PER_BASE = 80  # x 6 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
-# and a two-mask fc + BN file)
+PER_BASE = 80  # x 7 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
+# subspace, and a two-mask fc + BN file)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations
 
 

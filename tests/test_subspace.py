@@ -109,7 +109,7 @@ GOLDEN_PERM = [1, 4, 7, 3, 6, 2, 5, 0]
 
 def test_recipe_keys_and_refusals():
     r = recipes.load(None, ["search.method=subspace", "search.density=1.0", "search.subspace_dim=64"])
-    assert (r.search.optimizer, r.search.lr, r.search.weight_decay, r.search.subspace_dim) == ("adam", 0.01, 0.0, 64)
+    assert (r.search.optimizer, r.search.lr, r.search.weight_decay, r.search.subspace_dim) == ("adam", 0.3, 0.0, 64)
     with pytest.raises(RecipeError, match=r"search.density.*search.density=1.0") as err:
         recipes.load(None, ["search.method=subspace", "search.density=0.5"])
     assert "\n" not in str(err.value)
@@ -173,7 +173,12 @@ def test_search_export_load_identical_logits(tmp_path, one_thread, dtype):
         session = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"])
         onnx_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         assert np.abs(onnx_logits - expected.numpy()).max() <= 1e-4
-    assert inspect(out)["verified"]
+    report = inspect(out)
+    assert report["verified"] and report["subspace"] == {"projection": "fastfood-v1", "dim": 40, "dtype": dtype,
+                                                         "z_bytes": 40 * (4 if dtype == "float32" else 2)}
+    from popcli.cli.tables import inspect_tables
+
+    assert any("projection fastfood-v1" in str(row) for row in inspect_tables(report)[0].columns[1]._cells)
 
 
 def test_an_interrupted_search_resumes_exactly(tmp_path, one_thread):

@@ -51,8 +51,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, ternary=True,
            notes="the FCN configs: SGD(W) lr 0.05, Nesterov momentum 0.9, weight decay 5e-4"),
     Method("subspace", "Li et al. 2018, arXiv:1804.08838 (Fastfood: Le et al. 2013; PRANC: Nooralinejad et al. 2023)",
-           {"optimizer": "adam", "lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}, topk=False,
-           notes="Adam lr 0.01 without weight decay on z (docs/RESULTS.md, 'Subspace method'); density 1.0 only"),
+           {"optimizer": "adam", "lr": 0.3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}, topk=False,
+           notes="Adam lr 0.3 without weight decay on z (docs/RESULTS.md, 'Subspace method'); density 1.0 only"),
     Method("dense", "the trained baseline", dict(_SGD), masked=False, topk=False),
 )}
 NAMES = tuple(METHODS)
