@@ -122,6 +122,11 @@ def test_recipe_keys_and_refusals():
     from popcli.recipe.keys import describe_keys
 
     rows = {row["key"]: row for row in describe_keys(r)}
+    for dim, lr in ((500, 0.3), (1000, 0.3), (4000, 0.075)):  # Adam's lr: min(0.3, 300 / d) unless set
+        assert recipes.load(None, ["search.method=subspace", "search.density=1.0", f"search.subspace_dim={dim}"]
+                            ).search.lr == lr
+    assert recipes.load(None, ["search.method=subspace", "search.density=1.0", "search.subspace_dim=4000",
+                               "search.lr=0.5"]).search.lr == 0.5
     assert rows["search.subspace_dim"]["value"] == 64 and "w0 + P z" in rows["search.subspace_dim"]["help"]
 
 

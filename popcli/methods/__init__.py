@@ -52,7 +52,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            notes="the FCN configs: SGD(W) lr 0.05, Nesterov momentum 0.9, weight decay 5e-4"),
     Method("subspace", "Li et al. 2018, arXiv:1804.08838 (Fastfood: Le et al. 2013; PRANC: Nooralinejad et al. 2023)",
            {"optimizer": "adam", "lr": 0.3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}, topk=False,
-           notes="Adam lr 0.3 without weight decay on z (docs/RESULTS.md, 'Subspace method'); density 1.0 only"),
+           notes="Adam lr min(0.3, 300 / d) without weight decay on z (docs/RESULTS.md, 'Subspace method'); density 1.0 only"),
     Method("dense", "the trained baseline", dict(_SGD), masked=False, topk=False),
 )}
 NAMES = tuple(METHODS)
@@ -64,9 +64,15 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def optimizer_default(method: str, key: str) -> Any:
-    """The paper's value of ``search.<key>`` (an OPTIMIZER_KEYS entry) for ``method``."""
-    return get_method(method).optimizer[key]
+def optimizer_default(method: str, key: str, subspace_dim: int | None = None) -> Any:
+    """The paper's value of ``search.<key>`` (an OPTIMIZER_KEYS entry) for ``method``; the subspace
+    method's lr depends on d (``subspace_dim``): min(0.3, 300 / d), the optimum measured at d = 1000
+    and d = 4000 (docs/RESULTS.md, "Subspace method"): Adam moves every coordinate of z by ~lr, so
+    the step in w grows with d."""
+    value = get_method(method).optimizer[key]
+    if method == "subspace" and key == "lr" and subspace_dim is not None:
+        return min(value, 300.0 / subspace_dim)
+    return value
 
 
 def make_rule(method: str):

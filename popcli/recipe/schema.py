@@ -236,7 +236,7 @@ def resolve(recipe: Recipe) -> Recipe:
     in place; what is resolved stays, so a saved recipe keeps its values (idempotent)."""
     for key in OPTIMIZER_KEYS:
         if getattr(recipe.search, key) is None:
-            setattr(recipe.search, key, optimizer_default(recipe.search.method, key))
+            setattr(recipe.search, key, optimizer_default(recipe.search.method, key, recipe.search.subspace_dim))
     return recipe
 
 
