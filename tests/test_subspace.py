@@ -248,3 +248,28 @@ def test_saved_file_is_seed_plus_z(saved):
     tensors, _ = parts(saved)
     assert sorted(tensors) == ["masks", "subspace.z"]
     assert tensors["subspace.z"].nbytes == 4 * 24
+
+
+def test_library_api_create_model_search_save_load(tmp_path, one_thread):
+    """popcli.create_model(method="subspace", subspace_dim=...) -> popcli.search on the user's data ->
+    popcli.save -> popcli.load: identical logits; mode="packed" is refused (w0 + P z is not +-c)."""
+    from torch.utils.data import TensorDataset
+
+    model = popcli.create_model("fc", method="subspace", density=1.0, subspace_dim=30, num_classes=2,
+                                input_shape=(1, 8, 8), hidden=[16], init="signed_constant")
+    assert model.popcli_subspace_z.shape == (30,)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 8, 8, generator=gen)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    popcli.search(model, TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:]), run_dir=tmp_path / "run",
+                  batch_size=16, epochs=1, threads=1)
+    assert model.popcli_subspace_z.abs().sum() > 0
+    with pytest.raises(Exception, match="subspace_dim"):  # the model's own structure wins
+        popcli.search(model, TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:]), run_dir=tmp_path / "r2",
+                      batch_size=16, epochs=1, subspace_dim=31)
+    popcli.save(model, tmp_path / "m.safetensors")
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(popcli.load(tmp_path / "m.safetensors")(x), model(x))
+    with pytest.raises(ArtifactError, match="mode='infer'"):
+        popcli.load(tmp_path / "m.safetensors", mode="packed")

@@ -60,6 +60,6 @@ PACKABLE_INITS = ("signed_constant", "scaled_signed_constant")
 def check_packable(art: Artifact) -> None:
     """mode='packed' needs +-c weights: a signed-constant init, or biprop (+-alpha whatever the init)."""
     init, method = art.recipe.model.init, art.recipe.search.method
-    if method == "dense" or (method != "biprop" and init not in PACKABLE_INITS):
+    if method in ("dense", "subspace") or (method != "biprop" and init not in PACKABLE_INITS):
         raise ArtifactError(f"mode='packed' runs signed-constant weights from their bits; {art.path} holds float "
                             f"weights (init {init}, method {method}): load it with the default mode='infer'")
