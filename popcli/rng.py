@@ -325,3 +325,35 @@ def redrawn_weight(seed: int, name: str, shape: Sequence[int], init: str, densit
             flat[chosen] = generate_weight(seed, redraw_name(name, int(j)), shape, init, density,
                                            threads=threads).reshape(-1)[chosen]
     return weight
+# --------------------------------------------------------------------------- the subspace projection
+
+FASTFOOD_NAME = "fastfood-v1"
+FASTFOOD_STREAMS = ("subspace/fastfood-v1/B", "subspace/fastfood-v1/perm", "subspace/fastfood-v1/G",
+                    "subspace/fastfood-v1/S")  # the Philox key words of B, Pi, G, S (docs/FORMAT.md)
+
+
+def fastfood_parts(seed: int, n_blocks: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The random parts of ``n_blocks`` Fastfood blocks of size ``block`` (a power of two), each
+    [n_blocks, block], all drawn on the CPU from the streams ``FASTFOOD_STREAMS`` of ``seed``
+    (docs/FORMAT.md, "Subspace"):
+
+    - B (float32 +-1): bit i of the B stream (bit i mod 64 of word i // 64) 1 -> +1, 0 -> -1;
+    - perm (int64): row b is the stable argsort of words b*block .. (b+1)*block - 1 of the perm stream;
+    - G (float32 N(0, 1)): one uint32 each of the G stream, by the weights' normal transform;
+    - S (float64 chi_block, Wilson-Hilferty): g from the S stream as G, c = 2 / (9 * block),
+      t = max(0, 1 - c + g * sqrt(c)), S = sqrt(block * t * t * t), in float64 in this order.
+    """
+    if block < 1 or block & (block - 1) or n_blocks < 1:
+        raise ValueError(f"fastfood needs a power-of-two block and at least one block, got {n_blocks} x {block}")
+    n = n_blocks * block
+    words = raw_words(seed, FASTFOOD_STREAMS[0], (n + 63) // 64)
+    bits = np.unpackbits(words.astype("<u8", copy=False).view(np.uint8), bitorder="little")[:n]
+    signs = np.array([-1.0, 1.0], dtype=np.float32)[bits].reshape(n_blocks, block)
+    keys = raw_words(seed, FASTFOOD_STREAMS[1], n).reshape(n_blocks, block)
+    perm = np.argsort(keys, axis=1, kind="stable").astype(np.int64)
+    gauss = [normal_from_centered(centered_uniform(uint32_stream(seed, name, n))).reshape(n_blocks, block)
+             for name in FASTFOOD_STREAMS[2:]]
+    c = 2.0 / (9.0 * block)
+    t = np.maximum(0.0, 1.0 - c + gauss[1].astype(np.float64) * math.sqrt(c))
+    chi = np.sqrt(block * t * t * t)
+    return signs, perm, gauss[0], chi

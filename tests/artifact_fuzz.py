@@ -62,6 +62,9 @@ ISSUE_EDITS: list[tuple[str, tuple, Any]] = [  # (metadata key, JSON path, new v
     ("metrics", ("test_acc",), float("nan")), ("metrics", ("steps",), -3),
     ("method_state", ("alpha", 0), 0.5), ("method_state", ("alpha",), []), ("method_state", ("inverted", 0), 0),
     ("method_state", ("sign_codec",), "rans"), ("method_state", ("inverted",), "DELETE"),
+    ("method_state", ("dim",), 7), ("method_state", ("dtype",), "float16"), ("method_state", ("projection",), "x"),
+    ("method_state", ("weights_sha256",), "0" * 64), ("recipe", ("search", "subspace_dim"), 7),
+    ("recipe", ("search", "method"), "subspace"),
 ]
 DELETE = "DELETE"
 # multi-mask files: (JSON path inside mask.<second>, new value), the cases of issue 20 section 5
@@ -500,9 +503,10 @@ def run(goods: list[Path], count: int, seed: int, out: Path) -> tuple[Counter, l
 
 
 def make_bases(out: Path) -> list[Path]:
-    """Six small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc,
-    signed supermask (a second coded stream), biprop (per-layer alpha in the metadata), and a
-    two-mask fc + BN file (format version 3: masks "a" and "b" over one seed)."""
+    """Seven small artifacts to mutate: fc + BN (rans), conv2 with a dense last layer (packbits), dense fc,
+    signed supermask (a second coded stream), biprop (per-layer alpha in the metadata), subspace
+    (fc + BN: seed + z, a float32 ``subspace.z`` and its checksum), and a two-mask fc + BN file
+    (format version 3: masks "a" and "b" over one seed)."""
     import popcli
     from popcli import recipe as recipes
     from popcli.models import build_model
@@ -516,6 +520,8 @@ def make_bases(out: Path) -> list[Path]:
           "search.density=0.3"], [1, 4, 4], 3, "auto"),
         (["model.arch=fc", "model.hidden=[16]", "search.method=biprop", "search.density=0.3", "seed=11"], [1, 4, 4], 3,
          "rans"),
+        (["model.arch=fc", "model.hidden=[16]", "model.batchnorm=true", "model.init=kaiming_normal",
+          "search.method=subspace", "search.density=1.0", "search.subspace_dim=12", "seed=5"], [1, 4, 4], 3, "auto"),
     ]
     paths = []
     for i, (options, shape, classes, codec) in enumerate(cases):
@@ -525,6 +531,8 @@ def make_bases(out: Path) -> list[Path]:
                             seed=recipe.seed)
         gen = torch.Generator().manual_seed(i)
         with torch.no_grad():
+            if recipe.search.method == "subspace":  # trained coordinates: w = w0 + P z moves off w0
+                model.popcli_subspace_z.copy_(torch.randn(model.popcli_subspace_z.shape, generator=gen))
             for module in model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen))

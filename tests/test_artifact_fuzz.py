@@ -19,7 +19,7 @@ from artifact_fuzz import make_bases, mutants, run
 app = get_app()
 
 PER_BASE = 80  # x 7 base artifacts (fc + BN / rans, conv2 + dense last / packbits, dense fc, signed supermask, biprop,
-# a two-mask fc + BN file, and fc searched with IteRand: its draws entry)
+# subspace, a two-mask fc + BN file, and fc searched with IteRand: its draws entry)
 SEED = int(os.environ.get("POPCLI_FUZZ_SEED", "0"))  # another seed explores other mutations
 
 

@@ -199,3 +199,64 @@ def test_biprop_alpha_is_written_as_the_widened_float32(tmp_path):
     alphas = json.loads(text)["alpha"]
     assert alphas and all(float(F32(a)) == a and repr(a) in text for a in alphas)  # exact double of a float32
     assert "0.05000000074505806" in section("Method state")
+
+
+def test_subspace_projection_as_written(tmp_path):
+    """FORMAT.md "Method state", subspace, steps 1-5 recomputed from the page's words with numpy's
+    Philox and float32 numpy arithmetic: the same bits as popcli's w0 + P z and its weights_sha256."""
+    from popcli.methods import subspace
+
+    r = from_dict({"seed": 9, "model": {"arch": "fc", "hidden": [12], "batchnorm": False, "init": "kaiming_normal"},
+                   "data": {"dataset": "synthetic", "shape": [1, 4, 4], "num_classes": 3},
+                   "search": {"method": "subspace", "density": 1.0, "subspace_dim": 5}})
+    model = build_model(r.model, r.search, in_channels=1, image_size=4, num_classes=3, seed=9)
+    z = np.array([0.5, -1.25, 2.0, 0.125, -0.75], dtype=F32)
+    with torch.no_grad():
+        model.popcli_subspace_z.copy_(torch.from_numpy(z))
+    assert "subspace/fastfood-v1/perm" in section("Method state")
+    shapes = [tuple(layer.weight.shape) for _, layer in masked_layers(model)]
+    total, n = sum(math.prod(s) for s in shapes), 8
+    blocks = -(-total // n)
+
+    def words(name, count):
+        k1 = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+        return np.random.Philox(key=np.array([9, k1], dtype=np.uint64), counter=0).random_raw(count).astype("<u8")
+
+    k = blocks * n
+    bits = np.unpackbits(words("subspace/fastfood-v1/B", (k + 63) // 64).view(np.uint8), bitorder="little")[:k]
+    signs = np.where(bits == 1, F32(1), F32(-1)).reshape(blocks, n)
+    perm = np.argsort(words("subspace/fastfood-v1/perm", k).reshape(blocks, n), axis=1, kind="stable")
+    gauss = rng.normal_from_centered(centered(stream_u32(9, "subspace/fastfood-v1/G", k))).reshape(blocks, n)
+    g = rng.normal_from_centered(centered(stream_u32(9, "subspace/fastfood-v1/S", k))).astype(np.float64)
+    c = 2.0 / (9 * n)
+    t = np.maximum(0.0, 1.0 - c + g * math.sqrt(c))
+    chi = np.sqrt(n * t * t * t).reshape(blocks, n)
+    out = []
+    for b in range(blocks):
+        sumsq = 0.0
+        for v in gauss[b].astype(np.float64):
+            sumsq += v * v
+        scale = (chi[b] / (math.sqrt(sumsq) * math.sqrt(n) * math.sqrt(total))).astype(F32)
+        u = signs[b] * np.concatenate([z, np.zeros(n - 5, F32)])
+        for stage in range(2):
+            h = 1
+            while h < n:
+                for j in range(n):
+                    if j % (2 * h) < h:
+                        u[j], u[j + h] = u[j] + u[j + h], u[j] - u[j + h]
+                h *= 2
+            if stage == 0:
+                u = gauss[b] * u[perm[b]]
+        out.append(scale * u)
+    delta = np.concatenate(out)[:total]
+    offset = 0
+    effective = []
+    for (name, layer), shape in zip(masked_layers(model), shapes):
+        w0 = rng.generate_weight(9, name, shape, "kaiming_normal").numpy().reshape(-1)
+        effective.append(w0 + delta[offset:offset + w0.size])
+        offset += w0.size
+        assert np.array_equal(layer.effective_weight().detach().numpy().reshape(-1), effective[-1]), name
+    digest = hashlib.sha256(b"".join(w.astype("<f4").tobytes() for w in effective)).hexdigest()
+    path = tmp_path / "s.safetensors"
+    popcli.save(model, path, recipe=r, data_info={"shape": [1, 4, 4], "num_classes": 3})
+    assert json.loads(read_artifact(path).metadata["method_state"])["weights_sha256"] == digest

@@ -16,7 +16,8 @@ from popcli.recipe import SearchConfig
 
 @pytest.mark.parametrize("method", methods.NAMES)
 def test_unset_optimizer_keys_take_the_methods_defaults(method):
-    r = recipes.load(None, [f"search.method={method}"])  # the quick start sets none of them
+    density = ["search.density=1.0"] if method == "subspace" else []  # subspace keeps every weight
+    r = recipes.load(None, [f"search.method={method}", *density])  # the quick start sets none of them
     for key in methods.OPTIMIZER_KEYS:
         expected = methods.METHODS[method].optimizer[key]
         if key == "nesterov":  # the quick start sets nesterov: true for its SGD

@@ -80,8 +80,9 @@ def _check_pixel_order(path: Path, value: dict[str, Any], recipe, shape: list[in
 def parse_method_state(path: Path, key: str, state: Any, method: str, layers: list[LayerRecord]) -> dict[str, Any] | None:
     """``state`` (the parsed entry ``key``; ``ABSENT`` when the file has none) checked for ``method``:
     biprop: {"alpha": [finite float >= 0 per masked layer]}; signed-supermask: {"sign_codec": a
-    codec, "inverted": [0 <= int <= kept per layer]}; any other method: no entry."""
-    if method not in ("biprop", "signed-supermask"):
+    codec, "inverted": [0 <= int <= kept per layer]}; subspace: {"projection", "dim", "dtype",
+    "weights_sha256"} (their values checked by ``methods.store.check``); any other method: no entry."""
+    if method not in ("biprop", "signed-supermask", "subspace"):
         if state is not ABSENT:
             raise bad(path, key, f"is present, but method {method!r} stores no state")
         return None
@@ -89,6 +90,8 @@ def parse_method_state(path: Path, key: str, state: Any, method: str, layers: li
         raise ArtifactError(f"{path}: metadata has no {key!r}, which method {method!r} needs (corrupt or incomplete "
                             f"artifact); re-export it")
     state = kind_check(path, key, state, dict)
+    if method == "subspace":
+        return _subspace_state(path, key, state)
     name = "alpha" if method == "biprop" else "inverted"
     values = state.get(name)
     if not isinstance(values, list) or len(values) != len(layers):
@@ -100,6 +103,17 @@ def parse_method_state(path: Path, key: str, state: Any, method: str, layers: li
             raise bad(path, f"{key}.inverted", "holds a count that is not an integer between 0 and the kept count")
         if state.get("sign_codec") not in CODECS:
             raise bad(path, f"{key}.sign_codec", f"is {str(state.get('sign_codec'))[:20]!r}, not one of {list(CODECS)}")
+    return state
+
+
+def _subspace_state(path: Path, key: str, state: dict[str, Any]) -> dict[str, Any]:
+    if not is_int(state.get("dim")) or state["dim"] < 1:
+        raise bad(path, f"{key}.dim", "is not a positive integer")
+    if state.get("dtype") not in ("float32", "float16"):
+        raise bad(path, f"{key}.dtype", "is not float32 or float16")
+    for name in ("projection", "weights_sha256"):
+        if not isinstance(state.get(name), str) or not safe_text(state[name]):
+            raise bad(path, f"{key}.{name}", "is not a short printable string")
     return state
 
 

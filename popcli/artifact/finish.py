@@ -61,7 +61,7 @@ def packable(art: Artifact) -> bool:
     """Whether every kept weight of a masked row is +-one value: a signed-constant init, or biprop
     (+-alpha whatever the init); never a dense (trained) model."""
     init, method = art.recipe.model.init, art.recipe.search.method
-    return method != "dense" and (method == "biprop" or init in PACKABLE_INITS)
+    return method not in ("dense", "subspace") and (method == "biprop" or init in PACKABLE_INITS)
 
 
 def check_packable(art: Artifact) -> None:

@@ -99,6 +99,10 @@ def inspect(source: str | Path | Artifact, *, verify: bool = True, trust_code: b
     if header.iterand is not None:  # IteRand: the bytes of the kept weights' draw numbers
         report["iterand_draw_bytes"] = int(art.tensors[redraws.DRAWS].nbytes) if redraws.DRAWS in art.tensors else 0
         report["iterand_redrawn_kept"] = int(sum(header.iterand["redrawn"]))
+    z = art.tensors.get(method_store.Z)
+    if z is not None and isinstance(header.method_state, dict):  # subspace: seed + z, w = w0 + P z
+        report["subspace"] = {"projection": header.method_state.get("projection"), "dim": int(z.size),
+                              "dtype": str(z.dtype), "z_bytes": int(z.nbytes)}
     if len(header.mask_names) > 1:  # a multi-mask file: the other masks, with their own bytes
         report["masks"] = multimask.sizes(art)
     info = builder(art)

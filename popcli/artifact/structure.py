@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .. import methods
+from ..methods import subspace
 from ..errors import ArtifactError, PopcliError
 from ..models import build_architecture, input_size, masked_layers
 from ..models import trust
@@ -104,6 +105,7 @@ def check_state(model: nn.Module, art: Artifact, own: bool = False) -> dict[str,
     """The file's ``state.`` tensors {model key: array}, checked: exactly the model's keys, shapes,
     dtypes (``own``: the model is the caller's, messages say so)."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
+    skip.add(subspace.Z_PARAM)  # the subspace method's z: its own entry, checked by methods.store
     skip.update(fill_frozen(model, art))  # frozen biases / parameters: regenerated from the seed, checked
     wanted = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in skip}
     stored = {k[len(STATE):]: v for k, v in art.tensors.items() if k.startswith(STATE)}

@@ -12,7 +12,7 @@ after ``reader.read`` parsed every entry:
    file (``structure``);
 3. its tensors, without a model: ``masks`` (when it has masked layers), ``state.*`` of the same
    keys, dtypes and shapes as the default mask's, the method's own (``method.signs`` for signed
-   supermask, nothing for the others) and nothing else; file-wide, no ``mask.X.`` tensor of a
+   supermask, ``subspace.z`` for subspace, nothing for the others) and nothing else; file-wide, no ``mask.X.`` tensor of a
    name ``mask_names`` does not list;
 4. its masks decoded (kept counts, padding bits) and its weights regenerated and checked against
    ``layers`` (one regeneration per distinct draw, shared by the masks); with IteRand, its
@@ -53,7 +53,8 @@ class Checked:
     view: Artifact
     masks: list[np.ndarray]  # bool [numel] per masked layer
     weights: list[torch.Tensor]  # the regenerated, checksum-verified weights per masked layer
-    flips: list[np.ndarray] | None  # signed supermask: bool [kept] per layer (1: sign inverted)
+    flips: object  # the method's checked state: signed supermask bool [kept] per layer (1: sign inverted),
+    # subspace its z (methods.store.Coordinates), else None
     model: nn.Module | None = None  # the model its structure was checked against
     stored: dict[str, np.ndarray] = field(default_factory=dict)  # its state tensors {model key: array}
 
@@ -160,7 +161,7 @@ def verify(art: Artifact, model_for: ModelFor | None = None, *, own: bool = Fals
                     weights = [draws[_draw_key(view, i)].result() for i in range(len(view.layers))]
                     weights = redraws.apply(view, layer_masks, weights, init_density(view.recipe.search))  # IteRand
                     flips = method_store.check(view.path, view.recipe.search.method, view.tensors,
-                                               view.header.method_state, weights, layer_masks)
+                                               view.header.method_state, weights, layer_masks, view.recipe)
                     checked[name] = Checked(view, layer_masks, weights, flips, model, stored)
                 except ArtifactError as err:
                     problems.append(_line(art, name, err))

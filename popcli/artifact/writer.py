@@ -20,6 +20,7 @@ import torch.nn as nn
 from .. import codecs, rng
 from ..errors import ArtifactError, PopcliError
 from ..methods import iterand, store as method_store
+from ..methods import subspace as method_subspace
 from ..models import init_density, masked_layers, refresh_global_masks
 from ..models.external import source_record
 from ..models.factory import description
@@ -38,6 +39,7 @@ def _state_tensors(model: nn.Module, frozen: list[str] = ()) -> dict[str, np.nda
     """Everything in the state dict a seed cannot regenerate: not masked weights, not scores, not ``frozen``."""
     skip = {f"{name}.{p}" if name else p for name, _ in masked_layers(model) for p in ("weight", "scores")}
     skip.update(frozen)
+    skip.add(method_subspace.Z_PARAM)  # the subspace method's z: its own entry (methods.store)
     return {STATE + key: value.detach().cpu().contiguous().numpy()
             for key, value in model.state_dict().items() if key not in skip}
 

@@ -94,6 +94,10 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
         ("search result", f"test accuracy {acc:.2%}" if isinstance(acc, (int, float)) else "not recorded"),
         ("written by", f"popcli {report['popcli_version']}, torch {report['torch_version']}"),
     ]
+    sub = report.get("subspace")
+    if sub:  # w = w0 + P z: the trained numbers are z
+        rows.insert(3, ("subspace", f"z: {sub['dim']:,} x {sub['dtype']} = {sub['z_bytes']:,} bytes, "
+                                    f"projection {sub['projection']}"))
     code = _builder_row(report.get("builder"))
     if code:
         rows.insert(2, ("model code", code))

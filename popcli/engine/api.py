@@ -49,7 +49,7 @@ from ..recipe.schema import unresolved
 from .loop import search
 
 LOOP_ARGS = ("resume", "force", "on_event", "should_stop", "load_artifact")  # popcli.search's own arguments, not recipe keys
-STRUCTURAL_SEARCH = ("method", "density", "global_topk", "dense_first", "dense_last")
+STRUCTURAL_SEARCH = ("method", "density", "global_topk", "dense_first", "dense_last", "subspace_dim", "subspace_dtype")
 # recipe keys that decide the model's structure: a setting may not contradict the model's own
 STRUCTURAL = ("model.width", "model.hidden", "model.batchnorm", "model.biases", "model.norms", "model.params",
               *(f"search.{k}" for k in STRUCTURAL_SEARCH))

@@ -17,7 +17,7 @@ from ..recipe import SearchConfig
 def setting(cfg: SearchConfig, key: str):
     """``cfg.<key>`` for an optimizer key, or its method's default when unset (None)."""
     value = getattr(cfg, key)
-    return optimizer_default(cfg.method, key) if value is None else value
+    return optimizer_default(cfg.method, key, cfg.subspace_dim) if value is None else value
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

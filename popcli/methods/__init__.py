@@ -2,7 +2,7 @@
 optimizer its paper trains the scores with, and what an artifact must store for it.
 
 Each method is one ``Method`` record here plus, when its layers differ from edge-popup's, a
-layer rule in its own module (``biprop``, ``signed``) that ``configure`` attaches to every subnet
+layer rule in its own module (``biprop``, ``signed``, ``subspace``) that ``configure`` attaches to every subnet
 layer (``layer.rule``). The search loop, the artifact writer and the ONNX export call the layer's
 ``effective_weight()`` and the hooks below and need no change when a method is added:
 
@@ -13,7 +13,7 @@ layer (``layer.rule``). The search loop, the artifact writer and the ONNX export
 - ``ternary``: the mask has three symbols (drop, keep, keep with the sign flipped).
 
 The package imports only ``errors``, ``nn`` (the layers), ``codecs``, ``rng`` (``iterand``:
-IteRand's redraw rounds) and ``storage`` (``store``), never the recipe or the models.
+IteRand's redraw rounds; ``subspace``'s projection) and ``storage`` (``store``), never the recipe or the models.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("signed-supermask", "Koster et al. 2022, arXiv:2201.13361",
            {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, ternary=True,
            notes="the FCN configs: SGD(W) lr 0.05, Nesterov momentum 0.9, weight decay 5e-4"),
+    Method("subspace", "Li et al. 2018, arXiv:1804.08838 (Fastfood: Le et al. 2013; PRANC: Nooralinejad et al. 2023)",
+           {"optimizer": "adam", "lr": 0.3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}, topk=False,
+           notes="Adam lr min(0.3, 300 / d) without weight decay on z (docs/RESULTS.md, 'Subspace method'); density 1.0 only"),
     Method("dense", "the trained baseline", dict(_SGD), masked=False, topk=False),
 )}
 NAMES = tuple(METHODS)
@@ -61,9 +64,15 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def optimizer_default(method: str, key: str) -> Any:
-    """The paper's value of ``search.<key>`` (an OPTIMIZER_KEYS entry) for ``method``."""
-    return get_method(method).optimizer[key]
+def optimizer_default(method: str, key: str, subspace_dim: int | None = None) -> Any:
+    """The paper's value of ``search.<key>`` (an OPTIMIZER_KEYS entry) for ``method``; the subspace
+    method's lr depends on d (``subspace_dim``): min(0.3, 300 / d), the optimum measured at d = 1000
+    and d = 4000 (docs/RESULTS.md, "Subspace method"): Adam moves every coordinate of z by ~lr, so
+    the step in w grows with d."""
+    value = get_method(method).optimizer[key]
+    if method == "subspace" and key == "lr" and subspace_dim is not None:
+        return min(value, 300.0 / subspace_dim)
+    return value
 
 
 def make_rule(method: str):
@@ -76,6 +85,10 @@ def make_rule(method: str):
         from .signed import SignedRule
 
         return SignedRule()
+    if method == "subspace":
+        from .subspace import SubspaceRule
+
+        return SubspaceRule()
     return None
 
 

@@ -1,10 +1,10 @@
 """What an artifact stores for a method beyond the kept-mask (docs/FORMAT.md, "Method state").
 
 ``encode(model, method, codec)`` -> (tensors, metadata) to add to the artifact;
-``check(path, method, tensors, method_state, weights, masks)`` checks them against the
+``check(path, method, tensors, method_state, weights, masks, recipe)`` checks them against the
 regenerated weights and decoded masks without a model (what ``popcli inspect`` and
-``popcli.load`` both run) and ``apply(model, flips)`` gives a loaded model its signs.
-Edge-popup, supermask: nothing.
+``popcli.load`` both run) and ``apply(model, state)`` gives a loaded model its signs (signed
+supermask) or its subspace coordinates. Edge-popup, supermask: nothing.
 
 - biprop: metadata ``method_state`` = {"alpha": [float, per masked layer]}: the float32 alpha of
   each layer, recomputed on load from the regenerated weights and the mask and compared exactly.
@@ -13,6 +13,10 @@ Edge-popup, supermask: nothing.
   (per layer, with ``sizes`` = kept counts and ``kept`` = inverted counts); metadata
   ``method_state`` = {"sign_codec": "packbits" | "rans", "inverted": [int, per masked layer]}.
   kept-stream + sign-stream = the ternary mask, and their entropies add up to its entropy.
+- subspace: tensor ``subspace.z``: z, float32 or float16 [d], exactly the values the model uses;
+  metadata ``method_state`` = {"projection": "fastfood-v1", "dim": d, "dtype": "float32" |
+  "float16", "weights_sha256": SHA-256 of the effective weights w0 + P z (float32 little-endian,
+  masked layers concatenated in order)}: recomputed from the seed and z on every read.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import torch
 from .. import codecs
 from ..errors import ArtifactError
 from ..storage.strict_json import compact
-from . import biprop
+from . import biprop, subspace
 
 SIGNS = "method.signs"
+Z = "subspace.z"
 STATE_KEY = "method_state"
 
 
@@ -40,6 +45,13 @@ def encode(model, method: str, codec: str) -> tuple[dict[str, np.ndarray], dict[
     if method == "biprop":
         state = {"alpha": [layer.rule.layer_state(layer)["alpha"] for layer in layers]}
         return {}, {STATE_KEY: compact(state)}
+    if method == "subspace":
+        sub = model._popcli_subspace
+        z = subspace.stored_z(model, sub.dtype)
+        effective = [layer.effective_weight().detach() for layer in layers]
+        state = {"projection": subspace.PROJECTION, "dim": int(z.size), "dtype": sub.dtype,
+                 "weights_sha256": subspace.weights_sha256(effective)}
+        return {Z: z}, {STATE_KEY: compact(state)}
     if method != "signed-supermask":
         return {}, {}
     kept, flips = [], []
@@ -65,11 +77,15 @@ def _state(path, method_state: dict | None, n_layers: int, key: str) -> list:
 
 
 def check(path, method: str, tensors: dict[str, np.ndarray], method_state: dict | None,
-          weights: list[torch.Tensor], masks: list[np.ndarray]) -> list[np.ndarray] | None:
+          weights: list[torch.Tensor], masks: list[np.ndarray], recipe=None):
     """Check one mask's method state against its regenerated ``weights`` and decoded ``masks`` (bool
     [numel] per masked layer), needing no model: biprop's alphas recomputed and compared exactly,
-    signed supermask's sign stream decoded and counted; ArtifactError if anything is wrong. The
-    signed supermask's inverted bits per layer (bool [kept]), else None."""
+    signed supermask's sign stream decoded and counted, subspace's z checked and w0 + P z hashed
+    (``recipe``: the file's, for its seed and subspace keys); ArtifactError if anything is wrong.
+    The signed supermask's inverted bits per layer (bool [kept]), the subspace's ``Coordinates``,
+    else None."""
+    if method == "subspace":
+        return _check_subspace(path, tensors, method_state, weights, masks, recipe)
     if method == "biprop":
         for i, recorded in enumerate(_state(path, method_state, len(weights), "alpha")):
             found = biprop.alpha(weights[i], torch.from_numpy(masks[i]))
@@ -78,7 +94,7 @@ def check(path, method: str, tensors: dict[str, np.ndarray], method_state: dict 
                                     f"file records {recorded!r}; the file is corrupt or its generator differs")
         return None
     if method != "signed-supermask":
-        if SIGNS in tensors or method_state is not None:
+        if SIGNS in tensors or Z in tensors or method_state is not None:
             raise ArtifactError(f"{path}: method state for another method in a {method} artifact (corrupt artifact)")
         return None
     inverted = [int(i) for i in _state(path, method_state, len(weights), "inverted")]
@@ -95,9 +111,49 @@ def check(path, method: str, tensors: dict[str, np.ndarray], method_state: dict 
     return np.split(bits, np.cumsum(kept)[:-1]) if kept else []
 
 
-def apply(model, flips: list[np.ndarray] | None) -> None:
-    """Give a loaded model's signed-supermask layers (kept-masks fixed) their checked signs."""
+class Coordinates:
+    """A subspace artifact's checked z (float32 [d] holding the stored values) and how to use it."""
+
+    def __init__(self, seed: int, z: torch.Tensor, dtype: str):
+        self.seed, self.z, self.dtype = seed, z, dtype
+
+
+def _check_subspace(path, tensors, state, weights, masks, recipe) -> Coordinates:
+    for key in ("projection", "dim", "dtype", "weights_sha256"):
+        if not isinstance(state, dict) or key not in state:
+            raise ArtifactError(f"{path}: metadata {STATE_KEY!r} has no valid {key!r} (corrupt artifact)")
+    if state["projection"] != subspace.PROJECTION:
+        raise ArtifactError(f"{path}: subspace projection {str(state['projection'])[:30]!r} is not one this popcli "
+                            f"knows ({subspace.PROJECTION}); upgrade popcli")
+    search = recipe.search
+    if state["dim"] != search.subspace_dim or state["dtype"] != search.subspace_dtype:
+        raise ArtifactError(f"{path}: {STATE_KEY!r} dim/dtype differ from the recipe's search.subspace_dim/"
+                            f"search.subspace_dtype (corrupt artifact)")
+    z = tensors.get(Z)
+    wanted = np.dtype(state["dtype"])
+    if z is None or z.dtype != wanted or z.shape != (search.subspace_dim,):
+        found = "no" if z is None else f"a {z.dtype} {list(z.shape)}"
+        raise ArtifactError(f"{path}: {found} {Z!r} tensor, expected {wanted} [{search.subspace_dim}] (corrupt artifact)")
+    if not np.isfinite(z).all():
+        raise ArtifactError(f"{path}: {Z!r} holds a NaN or infinite coordinate (corrupt artifact)")
+    if not all(m.all() for m in masks):
+        raise ArtifactError(f"{path}: a subspace artifact keeps every weight, its masks do not (corrupt artifact)")
+    values = torch.from_numpy(z.astype(np.float32))
+    effective = subspace.effective_weights(recipe.seed, weights, values, state["dtype"])
+    if subspace.weights_sha256(effective) != state["weights_sha256"]:
+        raise ArtifactError(f"{path}: the weights w0 + P z computed from the seed and {Z!r} do not match the stored "
+                            f"checksum; the file is corrupt or this machine's projection differs (please report it)")
+    return Coordinates(recipe.seed, values, state["dtype"])
+
+
+def apply(model, flips) -> None:
+    """Give a loaded model's signed-supermask layers (kept-masks fixed) their checked signs, or a
+    subspace model its checked z (``Coordinates``: the projection regenerated from the seed)."""
     if flips is None:
+        return
+    if isinstance(flips, Coordinates):
+        subspace.attach(model, flips.seed, int(flips.z.numel()), flips.dtype, z=flips.z)
+        getattr(model, subspace.Z_PARAM).requires_grad_(False)
         return
     for layer, part in zip(_layers(model), flips):
         flipped = torch.zeros(layer.weight.numel(), dtype=torch.bool)
@@ -107,4 +163,5 @@ def apply(model, flips: list[np.ndarray] | None) -> None:
 
 def method_tensors(method: str | None = None) -> tuple[str, ...]:
     """Tensor names this module may add to an artifact (of ``method``'s, when given)."""
-    return (SIGNS,) if method in (None, "signed-supermask") else ()
+    names = (SIGNS,) if method in (None, "signed-supermask") else ()
+    return names + ((Z,) if method in (None, "subspace") else ())

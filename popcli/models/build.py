@@ -19,6 +19,7 @@ import torch.nn as nn
 from .. import methods, rng
 from ..methods import iterand
 from ..errors import ModelError
+from ..methods import subspace
 from ..nn import SubnetMixin, densify
 from ..recipe import ModelConfig, SearchConfig
 from . import policy
@@ -116,6 +117,8 @@ def build_architecture(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_c
                     **layer_factories(search_cfg.density if masked else None), **extra)
     model = _keep_dense(model, search_cfg.dense_first, search_cfg.dense_last)
     methods.configure([layer for _, layer in masked_layers(model)], search_cfg.method)
+    if search_cfg.method == "subspace":  # z is part of the architecture; its projection needs the seed (build_model)
+        subspace.add_coordinates(model, search_cfg.subspace_dim)
     return model
 
 
@@ -125,7 +128,8 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
 
     ``build_architecture``, then weights from the portable generator (drawn with
     ``init_density``) and scores from the seed, then the hooks the recipe needs: global top-k
-    (edge-popup with ``search.global_topk``) or the supermask sampler.
+    (edge-popup with ``search.global_topk``), the supermask sampler, or the subspace method's z
+    and projection (``methods.subspace.attach``).
     """
     model = build_architecture(model_cfg, search_cfg, in_channels=in_channels, image_size=image_size,
                                num_classes=num_classes)
@@ -133,6 +137,8 @@ def build_model(model_cfg: ModelConfig, search_cfg: SearchConfig, *, in_channels
     policy.init_params(model, seed, model_cfg.biases, model_cfg.params)
     if methods.get_method(search_cfg.method).topk and search_cfg.global_topk:
         enable_global_topk(model, search_cfg.density)
+    if search_cfg.method == "subspace":  # w = w0 + P z: z (zeros) on the root, the projection from the seed
+        subspace.attach(model, seed, search_cfg.subspace_dim, search_cfg.subspace_dtype)
     if search_cfg.method == "supermask":
         model._popcli_supermask = SupermaskSampler(seed)  # a plain attribute: not in state_dict
         model.register_forward_pre_hook(model._popcli_supermask)

@@ -87,7 +87,8 @@ def create_model(arch: str, *, density: float = 0.5, num_classes: int = 10, inpu
                  init: str = "signed_constant", seed: int = 0, method: str = "edge-popup", width: float = 1.0,
                  hidden: Sequence[int] = (300, 100), batchnorm: bool = False, biases: str = "drop",
                  norms: str = "nonaffine", params: str = "train", global_topk: bool = False, dense_first: bool = False,
-                 dense_last: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 dense_last: bool = False, subspace_dim: int = 1000, subspace_dtype: str = "float32",
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  class_names: Sequence[str] | None = None) -> nn.Module:
     """A registered architecture with portable random weights and scores, in train mode, that
     ``popcli.save`` can write without a recipe. The input is ``input_shape=(C, H, W)`` (default
@@ -108,7 +109,8 @@ def create_model(arch: str, *, density: float = 0.5, num_classes: int = 10, inpu
                                                 "batchnorm": batchnorm, "biases": biases, "norms": norms,
                                                 "params": params},
                         "search": {"method": method, "density": density, "global_topk": global_topk,
-                                   "dense_first": dense_first, "dense_last": dense_last},
+                                   "dense_first": dense_first, "dense_last": dense_last,
+                                   "subspace_dim": subspace_dim, "subspace_dtype": subspace_dtype},
                         "data": _own_data(shape, num_classes)})
     model = build_model(recipe.model, recipe.search, in_channels=shape[0], image_size=input_size(shape),
                         num_classes=num_classes, seed=seed)

@@ -15,12 +15,12 @@ from .schema import RANGES, Recipe, resolve, type_name
 
 
 def describe_keys(recipe) -> list[dict[str, Any]]:
-    """One row per recipe key: key, type, range (or choices), default (for this recipe's method),
-    value, and the source comment."""
+    """One row per recipe key: key, type, range (or choices), default (for this recipe's method and
+    subspace dim), value, and the source comment."""
     default = Recipe()
-    default.search.method = recipe.search.method
+    default.search.method, default.search.subspace_dim = recipe.search.method, recipe.search.subspace_dim
     resolve(default)  # unset optimizer keys: this method's defaults, as a search would use them
-    default.search.method = Recipe().search.method
+    default.search.method, default.search.subspace_dim = Recipe().search.method, Recipe().search.subspace_dim
     rows = [_row("seed", int, default.seed, recipe.seed, "the seed of the weights, the data order and the scores")]
     for section in ("model", "data", "search"):
         cls = type(getattr(default, section))

@@ -59,13 +59,15 @@ class DataConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["edge-popup", "supermask", "biprop", "signed-supermask", "dense"] = "edge-popup"  # docs/ALGORITHM.md
+    method: Literal["edge-popup", "supermask", "biprop", "signed-supermask", "subspace", "dense"] = "edge-popup"  # docs/ALGORITHM.md
     density: float = 0.5  # fraction of weights KEPT per layer
     global_topk: bool = False  # one top-k across all masked layers instead of per layer
     density_schedule: Literal["constant", "anneal"] = "constant"  # anneal: 1.0 -> density (docs/ALGORITHM.md)
     density_anneal_epochs: float = 0.0  # anneal: epochs from 1.0 to search.density (cubic)
     dense_first: bool = False  # keep the first layer dense (trained weights, not masked)
     dense_last: bool = False  # keep the last layer dense
+    subspace_dim: int = 1000  # subspace: d, the trained coordinates z (w = w0 + P z, Fastfood P; docs/ALGORITHM.md)
+    subspace_dtype: Literal["float32", "float16"] = "float32"  # subspace: z as used and stored (float16: 2 bytes each)
     epochs: int = 10
     max_steps: int | None = None  # stop after this many training steps in total
     checkpoint_every_steps: int | None = None  # also commit last.pt every N steps (a kill loses at most N); null: per epoch
@@ -118,6 +120,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "data.train_size": (1, 1 << 24),
     "data.test_size": (1, 1 << 24),
     "data.permute_task": (0, 1 << 20),
+    "search.subspace_dim": (1, 1 << 28),
     "search.epochs": (0, 100000),
     "search.max_steps": (1, 1 << 40),
     "search.checkpoint_every_steps": (1, 1 << 40),
@@ -196,6 +199,7 @@ def check_values(recipe: Recipe) -> Recipe:
     if any(h < 1 for h in recipe.model.hidden):
         raise RecipeError(f"model.hidden: sizes must be positive, got {short(recipe.model.hidden)}")
     _check_schedule(recipe.search)
+    _check_subspace(recipe.search)
     if recipe.search.distill_teacher is not None and not recipe.search.distill_teacher.strip():
         raise RecipeError("search.distill_teacher: an empty path; give a teacher run folder, checkpoint or artifact, "
                           "or null to turn distillation off")
@@ -228,6 +232,16 @@ def _check_iterand(search: SearchConfig) -> None:
     if search.iterand_rate <= 0.0:
         raise RecipeError("search.iterand_rate: 0 re-draws nothing; give a probability in (0, 1] (the paper uses "
                           "0.1) or set search.iterand_every_steps=0")
+def _check_subspace(search: SearchConfig) -> None:
+    """subspace trains z only, every weight kept: density 1.0, no global top-k."""
+    if search.method != "subspace":
+        return
+    if search.density != 1.0:
+        raise RecipeError(f"search.density: {short(search.density)}, but search.method subspace trains every weight "
+                          f"in a random subspace (no mask): set search.density=1.0")
+    if search.global_topk:
+        raise RecipeError("search.global_topk: search.method subspace ranks no scores (every weight kept); set "
+                          "search.global_topk=false")
 
 
 # --------------------------------------------------------------------------- building
@@ -238,7 +252,7 @@ def resolve(recipe: Recipe) -> Recipe:
     in place; what is resolved stays, so a saved recipe keeps its values (idempotent)."""
     for key in OPTIMIZER_KEYS:
         if getattr(recipe.search, key) is None:
-            setattr(recipe.search, key, optimizer_default(recipe.search.method, key))
+            setattr(recipe.search, key, optimizer_default(recipe.search.method, key, recipe.search.subspace_dim))
     return recipe
 
 
