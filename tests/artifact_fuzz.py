@@ -199,7 +199,8 @@ def mutants(good: Path, rnd: random.Random, count: int, out: Path, tag: str) -> 
         source = {"kind": "import", "target": arch, "package": arch.split(".")[0].split(":")[0], "version": "1"}
         made.append(("builder", seal(name(), tensors, {**meta, "arch": arch, "recipe": json.dumps(recipe),
                                                        "model_source": json.dumps(source)})))
-    made += [(kind, seal(name(), *edit)) for kind, edit in _mask_cases(tensors, meta)]
+    for kind, edit in _mask_cases(tensors, meta):  # a loop: name() counts what is made so far
+        made.append((kind, seal(name(), *edit)))
     for edit in _iterand_cases(rnd, tensors, meta):  # one file each (name() counts what is made)
         made.append(("iterand", seal(name(), *edit)))
     stats = sorted(k for k in tensors if k.endswith(("running_var", "running_mean")))

@@ -303,3 +303,21 @@ def test_a_multi_mask_file_refuses_iterand_masks(tmp_path):
     with pytest.raises(ArtifactError, match="searched with IteRand") as err:
         multimask.combine(["a", "b"], [art, art])
     assert "\n" not in str(err.value)
+
+
+def test_cli_search_export_inspect(tmp_path):
+    from typer.testing import CliRunner
+
+    from popcli.cli import get_app
+
+    runner, app = CliRunner(), get_app()
+    sets = [arg for pair in [*SYNTH, "search.epochs=1", "search.iterand_every_steps=2", "search.iterand_rate=0.5"]
+            for arg in ("--set", pair)]
+    result = runner.invoke(app, ["search", *sets, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "a.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["inspect", str(tmp_path / "a.safetensors")])
+    assert result.exit_code == 0 and "IteRand draws:" in result.output, result.output
+    result = runner.invoke(app, ["search", *sets, "--set", "search.iterand_rate=0", "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "search.iterand_rate: 0 re-draws nothing" in result.output

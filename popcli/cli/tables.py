@@ -111,6 +111,9 @@ def inspect_tables(report: dict[str, Any]) -> list[Table]:
     if report["masked_weights"]:
         layers.caption = (f"masks: {escape(report['mask_codec'])}, {report['mask_bytes']:,} bytes = "
                           f"{report['mask_bits_per_weight']:.4f} bits per weight (entropy {report['entropy_bits_per_weight']:.4f})")
+    if "iterand_draw_bytes" in report:  # IteRand: the kept weights' draw numbers
+        layers.caption = (layers.caption or "") + (f"\nIteRand draws: {report['iterand_draw_bytes']:,} bytes, "
+                                                   f"{report['iterand_redrawn_kept']:,} kept weights re-drawn")
     sizes = Table("", "bytes", "vs artifact", title="size", title_justify="left")
     bits = report["bits_per_masked_weight"]
     sizes.add_row("artifact", size(report["artifact_bytes"]), f"1x ({bits:.4f} bits per masked weight)" if bits else "1x")
